@@ -1,0 +1,129 @@
+"""The one streaming softmax engine shared by the three estimators (THEORY.md §5).
+
+Every estimator of the package is a softmax-weighted average of values over keys::
+
+    out[q] = Σ_k exp(s[q, k]) v[k] / Σ_k exp(s[q, k]),      s[q, k] = q_aug[q] · k_aug[k]
+
+with *augmented* vectors that fold the per-key bias ``−‖k‖²/2``, the noise temperature ``1/σ²``
+and any per-query constant into one matrix product (the attention view of THEORY.md §5)::
+
+    q_aug = [q/σ², 1/σ², c_q],   k_aug = [k, −‖k‖²/2, 1],   so  s = (q·k − ‖k‖²/2)/σ² + c_q.
+
+Keys arrive in chunks (the training set is streamed), so the softmax is computed online: a running
+maximum ``m``, denominator ``d = Σ exp(s − m)`` and numerator ``Σ exp(s − m) v`` per query, rescaled
+when ``m`` grows. Memory is set by the block sizes, never by the number of keys.
+
+Optional trackers give the diagnostics of THEORY.md §6: the arg-max key (source map) and the
+running top-k scores. A second pass with the final log-normaliser counts weights above thresholds
+(effective number of patches).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Cache-sized score blocks: exp runs several times faster on a block that stays in cache than
+# on a large freshly allocated array (measured in benchmarks/cpu_speed.py).
+QUERY_BLOCK = 512
+KEY_BLOCK = 2048
+
+
+def augment_queries(q: torch.Tensor, inv_var: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+    """(Q, D), (Q,), (Q,) -> (Q, D + 2): ``[q/σ², 1/σ², c_q]``."""
+    return torch.cat([q * inv_var[:, None], inv_var[:, None], offset[:, None]], dim=1)
+
+
+def augment_keys(k: torch.Tensor) -> torch.Tensor:
+    """(K, D) -> (K, D + 2): ``[k, −‖k‖²/2, 1]``."""
+    ones = torch.ones(len(k), 1, dtype=k.dtype, device=k.device)
+    return torch.cat([k, -0.5 * (k * k).sum(1, keepdim=True), ones], dim=1)
+
+
+class SoftmaxState:
+    """Online softmax over a stream of keys for ``n_queries`` queries with ``value_dim`` values.
+
+    ``top_k > 0`` keeps the ``top_k`` largest scores and their key ids per query (for the source
+    map and top-k diagnostics)."""
+
+    def __init__(self, n_queries: int, value_dim: int, device, dtype=torch.float32, top_k: int = 0):
+        self.m = torch.full((n_queries,), float("-inf"), device=device, dtype=dtype)
+        self.d = torch.zeros(n_queries, device=device, dtype=dtype)
+        self.num = torch.zeros(n_queries, value_dim, device=device, dtype=dtype)
+        self.top_k = top_k
+        if top_k:
+            self.top_scores = torch.full((n_queries, top_k), float("-inf"), device=device, dtype=dtype)
+            self.top_ids = torch.full((n_queries, top_k), -1, device=device, dtype=torch.long)
+
+    def update(self, rows, scores: torch.Tensor, values: torch.Tensor, key_ids: torch.Tensor | None):
+        """Merge one block. ``rows``: slice or (q,) long indices of the queries; ``scores`` (q, k)
+        is consumed (overwritten in place); ``values`` (k, V); ``key_ids`` (k,) for top-k."""
+        if self.top_k:
+            self._update_top(rows, scores, key_ids)
+        m_old = self.m[rows]
+        m_new = torch.maximum(m_old, scores.amax(dim=1))
+        scores.sub_(m_new[:, None]).exp_()
+        alpha = torch.exp(m_old - m_new)  # 0 on the first block (m_old = −inf)
+        self.d[rows] = self.d[rows] * alpha + scores.sum(dim=1)
+        self.num[rows] = torch.addmm(self.num[rows] * alpha[:, None], scores, values)
+        self.m[rows] = m_new
+
+    def _update_top(self, rows, scores, key_ids):
+        k = min(self.top_k, scores.shape[1])
+        s, idx = scores.topk(k, dim=1)
+        all_s = torch.cat([self.top_scores[rows], s], dim=1)
+        all_i = torch.cat([self.top_ids[rows], key_ids[idx]], dim=1)
+        best, order = all_s.topk(self.top_k, dim=1)
+        self.top_scores[rows] = best
+        self.top_ids[rows] = all_i.gather(1, order)
+
+    def log_normaliser(self) -> torch.Tensor:
+        """``log Σ_k exp(s[q, k])`` per query, (Q,)."""
+        return self.m + torch.log(self.d)
+
+    def result(self) -> torch.Tensor:
+        """The weighted averages, (Q, V)."""
+        return self.num / self.d[:, None]
+
+
+class LogWeightHistogram:
+    """Second pass for the effective number of patches (THEORY.md §6): per query, the mass and count
+    of the weights ``w = exp(s − log Σ exp s)`` in ``bins`` equal log-weight bins on ``[lo, hi)``,
+    plus one bin below ``lo`` (index 0) and one at or above ``hi`` (index ``bins + 1``).
+    ``count_nonzero`` counts the weights that are non-zero in the working dtype instead."""
+
+    def __init__(self, log_norm, lo, hi, bins: int):
+        self.log_norm, self.lo, self.bins = log_norm, lo, bins
+        self.width = (hi - lo) / bins
+        q = len(log_norm)
+        self.mass = torch.zeros(q, bins + 2, dtype=torch.float64, device=log_norm.device)
+        self.count = torch.zeros(q, bins + 2, dtype=torch.float64, device=log_norm.device)
+        self.nonzero = torch.zeros(q, dtype=torch.float64, device=log_norm.device)
+
+    def update(self, rows, scores, values=None, key_ids=None):
+        logw = scores.sub_(self.log_norm[rows, None])
+        idx = torch.floor((logw - self.lo[rows, None]) / self.width[rows, None]) + 1
+        idx = idx.clamp_(0, self.bins + 1).long()
+        w = logw.exp_()
+        self.nonzero[rows] += (w > 0).sum(1, dtype=torch.float64)
+        shape = (len(w), self.bins + 2)
+        self.mass[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w).double()
+        self.count[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(
+            1, idx, torch.ones_like(w)).double()
+
+
+def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_aug: torch.Tensor,
+                  values: torch.Tensor, key_ids: torch.Tensor | None = None,
+                  query_block: int = QUERY_BLOCK, key_block: int = KEY_BLOCK):
+    """Feed ``consumer.update`` every score block ``q_aug[qb] @ k_aug[kb].T``.
+
+    ``rows`` maps local query positions to the consumer's query indices (a slice ``start:stop`` or
+    a long tensor)."""
+    nq, nk = len(q_aug), len(k_aug)
+    for q0 in range(0, nq, query_block):
+        q1 = min(q0 + query_block, nq)
+        r = slice(rows.start + q0, rows.start + q1) if isinstance(rows, slice) else rows[q0:q1]
+        qb = q_aug[q0:q1]
+        for k0 in range(0, nk, key_block):
+            k1 = min(k0 + key_block, nk)
+            scores = qb @ k_aug[k0:k1].T
+            consumer.update(r, scores, values[k0:k1], None if key_ids is None else key_ids[k0:k1])

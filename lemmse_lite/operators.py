@@ -1,0 +1,442 @@
+"""Linear forward operators and pre-inverses (THEORY.md §1, §8).
+
+Every operator is a callable on images ``(B, C, H, W) -> (B, C, H, W)`` with
+
+* ``A.T``            the adjoint, as an operator;
+* ``A.pinv()``       the exact pseudo-inverse (singular values ``s > 1e-6 * s_max`` inverted);
+* ``A.tikhonov(eps)`` the regularised inverse ``(AᵀA + εI)⁻¹Aᵀ``;
+* ``A.kind``         ``"identity"``, ``"diagonal"``, ``"fourier"`` or ``"general"``, which the
+  estimators use to pick a fast path (THEORY.md §4.2: diagonal ``B`` → pattern groups,
+  translation-equivariant ``B`` → one whitening);
+* ``A.matrix(shape)`` the dense ``(n, n)`` matrix acting on ``x.reshape(-1)`` (C, then H, then W).
+
+Conventions (THEORY.md §8): masks are 1 = observed, 0 = missing; a blur is a true circular
+convolution ``(Ax)[n] = Σ_j k[j] x[n − j]`` with the kernel centred at ``(kh//2, kw//2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+RANK_TOL = 1e-6  # THEORY.md §4.2: a singular value counts when s > RANK_TOL * s_max
+
+
+# ----------------------------------------------------------------------------- validation
+
+def check_images(x, name: str = "x") -> torch.Tensor:
+    """Check that ``x`` is a finite floating tensor of shape (B, C, H, W)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have 4 dimensions (B, C, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
+
+
+def _as_float_tensor(value, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    if not torch.isfinite(value).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return value
+
+
+def _check_eps(eps) -> float:
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    return float(eps)
+
+
+# ----------------------------------------------------------------------------- base class
+
+class Operator:
+    """A linear operator on images (B, C, H, W). Subclasses implement ``_apply``."""
+
+    kind = "general"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        check_images(x)
+        return self._apply(x)
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def T(self) -> "Operator":
+        raise NotImplementedError(f"{type(self).__name__} has no adjoint")
+
+    def pinv(self) -> "Operator":
+        raise NotImplementedError(
+            f"{type(self).__name__} has no closed-form pseudo-inverse; use "
+            "DenseOperator.from_operator(op, shape=(C, H, W)).pinv() on small images"
+        )
+
+    def tikhonov(self, eps: float) -> "Operator":
+        raise NotImplementedError(
+            f"{type(self).__name__} has no closed-form Tikhonov inverse; use "
+            "DenseOperator.from_operator(op, shape=(C, H, W)).tikhonov(eps) on small images"
+        )
+
+    @property
+    def is_equivariant(self) -> bool:
+        """True when the operator commutes with every circular shift."""
+        return self.kind in ("identity", "fourier")
+
+    def matrix(self, shape, dtype=torch.float64, device=None) -> torch.Tensor:
+        """Dense matrix ``M`` with ``op(x).reshape(-1) = M @ x.reshape(-1)``; shape = (C, H, W)."""
+        c, h, w = shape
+        n = c * h * w
+        basis = torch.eye(n, dtype=dtype, device=device).reshape(n, c, h, w)
+        return self._apply(basis).reshape(n, n).T.contiguous()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+# ----------------------------------------------------------------------------- identity / diagonal
+
+def _normalise_mask(mask, name: str = "mask") -> torch.Tensor:
+    """Accept (H,W), (1,H,W), (C,H,W), (1,1,H,W), (1,C,H,W); return (C', H, W), C' ∈ {1, C}."""
+    mask = _as_float_tensor(mask, name)
+    if mask.dim() == 2:
+        mask = mask[None]
+    elif mask.dim() == 4:
+        if mask.shape[0] != 1:
+            raise ValueError(f"{name} with 4 dimensions must have shape (1, C, H, W), got {tuple(mask.shape)}")
+        mask = mask[0]
+    elif mask.dim() != 3:
+        raise ValueError(
+            f"{name} must have shape (H,W), (1,H,W), (C,H,W), (1,1,H,W) or (1,C,H,W), got {tuple(mask.shape)}"
+        )
+    return mask
+
+
+class Diagonal(Operator):
+    """``A x = b ⊙ x`` with a fixed real map ``b`` of shape (C', H, W), C' ∈ {1, C}."""
+
+    kind = "diagonal"
+
+    def __init__(self, b: torch.Tensor, name: str = "mask"):
+        self.b = _normalise_mask(b, name)
+
+    def diagonal(self, shape) -> torch.Tensor:
+        """``b`` broadcast to ``shape = (C, H, W)``, with a clear error on mismatch."""
+        c, h, w = shape
+        if tuple(self.b.shape[-2:]) != (h, w):
+            raise ValueError(
+                f"mask of spatial size {tuple(self.b.shape[-2:])} does not match images of size {(h, w)}"
+            )
+        if self.b.shape[0] not in (1, c):
+            raise ValueError(f"mask has {self.b.shape[0]} channels but images have {c}")
+        return self.b.expand(c, h, w)
+
+    def _apply(self, x):
+        b = self.diagonal(x.shape[1:]).to(device=x.device, dtype=x.dtype)
+        return x * b
+
+    @property
+    def T(self):
+        return self
+
+    def pinv(self):
+        b = self.b.double()
+        keep = b.abs() > RANK_TOL * b.abs().max()
+        inv = torch.where(keep, 1.0 / torch.where(keep, b, torch.ones_like(b)), torch.zeros_like(b))
+        return Diagonal(inv.to(self.b.dtype))
+
+    def tikhonov(self, eps):
+        eps = _check_eps(eps)
+        b = self.b.double()
+        return Diagonal((b / (b * b + eps)).to(self.b.dtype))
+
+    def __repr__(self):
+        return f"{type(self).__name__}(b of shape {tuple(self.b.shape)})"
+
+
+class Inpainting(Diagonal):
+    """Inpainting ``A = diag(mask)`` (1 = observed, 0 = missing; any real values are accepted,
+    e.g. the ε-mask pre-inverse ``Inpainting(eps_mask(mask, eps))``)."""
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__(mask, "mask")
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.b
+
+
+class Denoising(Operator):
+    """Denoising, ``A = I``."""
+
+    kind = "identity"
+
+    def _apply(self, x):
+        return x
+
+    @property
+    def T(self):
+        return self
+
+    def pinv(self):
+        return self
+
+    def tikhonov(self, eps):
+        eps = _check_eps(eps)
+        return FourierMultiplier(lambda h, w: torch.full((h, w), 1.0 / (1.0 + eps), dtype=torch.complex128),
+                                 f"Denoising.tikhonov({eps:g})")
+
+    def matrix(self, shape, dtype=torch.float64, device=None):
+        n = math.prod(shape)
+        return torch.eye(n, dtype=dtype, device=device)
+
+
+# ----------------------------------------------------------------------------- Fourier multipliers
+
+class FourierMultiplier(Operator):
+    """Circular, translation-equivariant operator ``x ↦ F⁻¹(m ⊙ F x)``, one multiplier for all
+    channels. ``spectrum(h, w)`` returns the complex128 multiplier ``m`` of shape (h, w); it must be
+    Hermitian (``m[-f] = conj(m[f])``) so that real images stay real."""
+
+    kind = "fourier"
+
+    def __init__(self, spectrum: Callable[[int, int], torch.Tensor], name: str = "FourierMultiplier"):
+        self._spectrum_fn = spectrum
+        self._cache: dict = {}
+        self.name = name
+
+    def spectrum(self, h: int, w: int) -> torch.Tensor:
+        if (h, w) not in self._cache:
+            self._cache[(h, w)] = self._spectrum_fn(h, w)
+        return self._cache[(h, w)]
+
+    def _apply(self, x):
+        h, w = x.shape[-2:]
+        m = self.spectrum(h, w)[:, : w // 2 + 1]
+        cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        xf = torch.fft.rfft2(x)
+        return torch.fft.irfft2(xf * m.to(device=x.device, dtype=cdtype), s=(h, w))
+
+    def _derived(self, fn, name):
+        return FourierMultiplier(lambda h, w: fn(self.spectrum(h, w)), name)
+
+    @property
+    def T(self):
+        return self._derived(torch.conj, f"{self.name}.T")
+
+    def pinv(self):
+        def inv(m):
+            keep = m.abs() > RANK_TOL * m.abs().max()
+            return torch.where(keep, 1.0 / torch.where(keep, m, torch.ones_like(m)), torch.zeros_like(m))
+
+        return self._derived(inv, f"{self.name}.pinv()")
+
+    def tikhonov(self, eps):
+        eps = _check_eps(eps)
+        return self._derived(lambda m: m.conj() / (m.abs() ** 2 + eps), f"{self.name}.tikhonov({eps:g})")
+
+    def patch_covariance(self, h: int, w: int, patch_size: int) -> torch.Tensor:
+        """``S₁ = Π B Bᵀ Πᵀ`` for one channel, (P², P²) float64 (THEORY.md §4.2, equivariant ``B``).
+
+        ``B Bᵀ`` is circulant with spectrum ``|m|²``; its entry for offsets ``a, a'`` is the
+        autocorrelation ``r(a − a')`` with ``r = F⁻¹|m|²``."""
+        r = torch.fft.ifft2(self.spectrum(h, w).abs() ** 2).real
+        half = patch_size // 2
+        d = torch.arange(-half, half + 1)
+        di = (d[:, None] - d[None, :]) % h  # (P, P): row offset differences
+        dj = (d[:, None] - d[None, :]) % w
+        # S[(a_i, a_j), (b_i, b_j)] = r[a_i - b_i, a_j - b_j]
+        s = r[di[:, None, :, None], dj[None, :, None, :]]
+        return s.reshape(patch_size**2, patch_size**2)
+
+    def __repr__(self):
+        return self.name
+
+
+def _check_kernel(kernel) -> torch.Tensor:
+    kernel = _as_float_tensor(kernel, "kernel")
+    if kernel.dim() != 2:
+        raise ValueError(f"kernel must be one 2-D tensor (kh, kw), got shape {tuple(kernel.shape)}")
+    if (kernel < 0).any():
+        raise ValueError("kernel must have non-negative entries")
+    if kernel.sum() <= 0:
+        raise ValueError("kernel must have a positive sum")
+    return kernel
+
+
+class Blur(FourierMultiplier):
+    """Deconvolution: circular convolution ``(Ax)[n] = Σ_j k[j] x[n − j]`` (THEORY.md §8).
+
+    ``kernel``: (kh, kw) with kh ≤ H, kw ≤ W, centred at ``(kh//2, kw//2)``; used as given (the
+    factories normalise to sum 1). The same kernel blurs every channel."""
+
+    def __init__(self, kernel: torch.Tensor):
+        self.kernel = _check_kernel(kernel).double()
+        super().__init__(self._kernel_spectrum, f"Blur({tuple(self.kernel.shape)})")
+
+    def _kernel_spectrum(self, h, w):
+        kh, kw = self.kernel.shape
+        if kh > h or kw > w:
+            raise ValueError(f"kernel of size {(kh, kw)} is larger than the images {(h, w)}")
+        # place k[kh//2, kw//2] at the origin: pad[(i - kh//2) % h, (j - kw//2) % w] = k[i, j]
+        pad = torch.zeros(h, w, dtype=torch.float64)
+        pad[:kh, :kw] = self.kernel
+        pad = torch.roll(pad, shifts=(-(kh // 2), -(kw // 2)), dims=(0, 1))
+        return torch.fft.fft2(pad)
+
+
+# ----------------------------------------------------------------------------- dense fallback
+
+class DenseOperator(Operator):
+    """An operator given by an explicit (n, n) matrix for one image shape (C, H, W); used for
+    pseudo-inverses of general operators and by the dense LE-MMSE path (small images only)."""
+
+    kind = "general"
+
+    def __init__(self, M: torch.Tensor, shape):
+        self.M = M.double()
+        self.shape = tuple(shape)
+
+    @classmethod
+    def from_operator(cls, op: Operator, shape) -> "DenseOperator":
+        return cls(op.matrix(shape), shape)
+
+    def _apply(self, x):
+        if tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"this dense operator acts on images of shape {self.shape}, got {tuple(x.shape[1:])}")
+        flat = x.reshape(x.shape[0], -1)
+        return (flat @ self.M.T.to(device=x.device, dtype=x.dtype)).reshape(x.shape)
+
+    def matrix(self, shape, dtype=torch.float64, device=None):
+        if tuple(shape) != self.shape:
+            raise ValueError(f"this dense operator acts on images of shape {self.shape}, got {tuple(shape)}")
+        return self.M.to(dtype=dtype, device=device)
+
+    @property
+    def T(self):
+        return DenseOperator(self.M.T, self.shape)
+
+    def pinv(self):
+        U, s, Vh = torch.linalg.svd(self.M)
+        keep = s > RANK_TOL * s.max()
+        inv = (Vh[keep].T / s[keep]) @ U[:, keep].T
+        return DenseOperator(inv, self.shape)
+
+    def tikhonov(self, eps):
+        eps = _check_eps(eps)
+        M = self.M
+        return DenseOperator(torch.linalg.solve(M.T @ M + eps * torch.eye(len(M), dtype=M.dtype), M.T), self.shape)
+
+
+class LinearOperator(Operator):
+    """Wrap any linear callable ``fn: (B,C,H,W) -> (B,C,H,W)`` (optionally with its adjoint)."""
+
+    kind = "general"
+
+    def __init__(self, fn: Callable, adjoint: Callable | None = None):
+        self.fn = fn
+        self.adjoint = adjoint
+
+    def _apply(self, x):
+        out = self.fn(x)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            raise ValueError(
+                f"operator must map images of shape {tuple(x.shape)} to the same shape, got "
+                f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+            )
+        return out
+
+    @property
+    def T(self):
+        if self.adjoint is None:
+            raise NotImplementedError("this LinearOperator was built without an adjoint")
+        return LinearOperator(self.adjoint, self.fn)
+
+
+def as_operator(op, name: str = "A") -> Operator:
+    """``None`` → identity; an Operator as is; a tensor (n, n) is refused (use DenseOperator);
+    any other callable is wrapped as a LinearOperator."""
+    if op is None:
+        return Denoising()
+    if isinstance(op, Operator):
+        return op
+    if isinstance(op, torch.Tensor):
+        raise TypeError(f"{name} must be an operator; wrap a matrix with DenseOperator(M, shape=(C, H, W))")
+    if callable(op):
+        return LinearOperator(op)
+    raise TypeError(f"{name} must be None, a lemmse_lite Operator or a linear callable, got {type(op).__name__}")
+
+
+# ----------------------------------------------------------------------------- masks and kernels
+
+def _check_size(value, name):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def center_box_mask(h: int, w: int, size: int) -> torch.Tensor:
+    """(h, w) mask, 1 = observed, with a missing ``size × size`` square starting at
+    ``(h//2 − size//2, w//2 − size//2)`` (THEORY.md §8)."""
+    _check_size(h, "h"), _check_size(w, "w"), _check_size(size, "size")
+    if size > min(h, w):
+        raise ValueError(f"size must be at most min(h, w) = {min(h, w)}, got {size}")
+    mask = torch.ones(h, w)
+    i0, j0 = h // 2 - size // 2, w // 2 - size // 2
+    mask[i0 : i0 + size, j0 : j0 + size] = 0.0
+    return mask
+
+
+def random_mask(h: int, w: int, missing_fraction: float, seed: int = 0) -> torch.Tensor:
+    """(h, w) mask, 1 = observed, with exactly ``round(missing_fraction·h·w)`` missing pixels chosen by
+    ``torch.randperm`` under ``seed`` (THEORY.md §8)."""
+    _check_size(h, "h"), _check_size(w, "w")
+    if not isinstance(missing_fraction, (int, float)) or not 0 <= missing_fraction <= 1:
+        raise ValueError(f"missing_fraction must be a number in [0, 1], got {missing_fraction!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    missing = torch.randperm(h * w, generator=gen)[: round(missing_fraction * h * w)]
+    mask = torch.ones(h * w)
+    mask[missing] = 0.0
+    return mask.reshape(h, w)
+
+
+def eps_mask(mask: torch.Tensor, eps: float) -> torch.Tensor:
+    """The ε-mask pre-inverse: ``mask`` with ``ε`` instead of 0 on the holes (invertible)."""
+    mask = _as_float_tensor(mask, "mask")
+    eps = _check_eps(eps)
+    return torch.where(mask == 0, torch.full_like(mask, eps), mask)
+
+
+def _check_kernel_size(size):
+    _check_size(size, "size")
+    return size
+
+
+def gaussian_kernel(std: float, size: int | None = None) -> torch.Tensor:
+    """(size, size) Gaussian kernel normalised to sum 1; default size ``2·ceil(3·std) + 1``."""
+    if not isinstance(std, (int, float)) or not math.isfinite(std) or std <= 0:
+        raise ValueError(f"std must be a positive finite number, got {std!r}")
+    size = _check_kernel_size(size if size is not None else 2 * math.ceil(3 * std) + 1)
+    d = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(d**2) / (2 * std**2))
+    k = g[:, None] * g[None, :]
+    return (k / k.sum()).float()
+
+
+def disk_kernel(radius: float, size: int | None = None) -> torch.Tensor:
+    """(size, size) uniform disk ``{‖d‖ ≤ radius}`` normalised to sum 1; default size ``2·floor(radius)+1``."""
+    if not isinstance(radius, (int, float)) or not math.isfinite(radius) or radius < 0:
+        raise ValueError(f"radius must be a non-negative finite number, got {radius!r}")
+    size = _check_kernel_size(size if size is not None else 2 * math.floor(radius) + 1)
+    d = torch.arange(size, dtype=torch.float64) - size // 2
+    k = ((d[:, None] ** 2 + d[None, :] ** 2) <= radius**2).double()
+    if k.sum() == 0:
+        raise ValueError(f"disk of radius {radius} is empty in a kernel of size {size}")
+    return (k / k.sum()).float()
