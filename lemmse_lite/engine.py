@@ -54,9 +54,10 @@ class SoftmaxState:
             self.top_scores = torch.full((n_queries, top_k), float("-inf"), device=device, dtype=dtype)
             self.top_ids = torch.full((n_queries, top_k), -1, device=device, dtype=torch.long)
 
-    def update(self, rows, scores: torch.Tensor, values: torch.Tensor, key_ids: torch.Tensor | None):
+    def update(self, rows, scores: torch.Tensor, values_t: torch.Tensor, key_ids: torch.Tensor | None):
         """Merge one block. ``rows``: slice or (q,) long indices of the queries; ``scores`` (q, k)
-        is consumed (overwritten in place); ``values`` (k, V); ``key_ids`` (k,) for top-k."""
+        is consumed (overwritten in place); ``values_t`` (V, k), the values transposed;
+        ``key_ids`` (k,) for top-k."""
         if self.top_k:
             self._update_top(rows, scores, key_ids)
         m_old = self.m[rows]
@@ -64,7 +65,9 @@ class SoftmaxState:
         scores.sub_(m_new[:, None]).exp_()
         alpha = torch.exp(m_old - m_new)  # 0 on the first block (m_old = −inf)
         self.d[rows] = self.d[rows] * alpha + scores.sum(dim=1)
-        self.num[rows] = torch.addmm(self.num[rows] * alpha[:, None], scores, values)
+        # (V, k) @ (k, q): a skinny product that BLAS runs as fast as a matrix-vector product,
+        # unlike (q, k) @ (k, V) with V = 2 or 3 (measured ~5x slower on CPU)
+        self.num[rows] = self.num[rows] * alpha[:, None] + (values_t @ scores.T).T
         self.m[rows] = m_new
 
     def _update_top(self, rows, scores, key_ids):
@@ -113,17 +116,22 @@ class LogWeightHistogram:
 
 def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_aug: torch.Tensor,
                   values: torch.Tensor, key_ids: torch.Tensor | None = None,
-                  query_block: int = QUERY_BLOCK, key_block: int = KEY_BLOCK):
+                  query_block: int | None = None, key_block: int | None = None):
     """Feed ``consumer.update`` every score block ``q_aug[qb] @ k_aug[kb].T``.
 
     ``rows`` maps local query positions to the consumer's query indices (a slice ``start:stop`` or
-    a long tensor)."""
+    a long tensor); ``values`` is (K, V). Key blocks are the outer loop so that each block of keys
+    is transposed once and one score buffer is reused (fresh large allocations are slow on CPU)."""
     nq, nk = len(q_aug), len(k_aug)
-    for q0 in range(0, nq, query_block):
-        q1 = min(q0 + query_block, nq)
-        r = slice(rows.start + q0, rows.start + q1) if isinstance(rows, slice) else rows[q0:q1]
-        qb = q_aug[q0:q1]
-        for k0 in range(0, nk, key_block):
-            k1 = min(k0 + key_block, nk)
-            scores = qb @ k_aug[k0:k1].T
-            consumer.update(r, scores, values[k0:k1], None if key_ids is None else key_ids[k0:k1])
+    query_block, key_block = query_block or QUERY_BLOCK, key_block or KEY_BLOCK
+    buf = torch.empty(min(query_block, nq) * min(key_block, nk), dtype=q_aug.dtype, device=q_aug.device)
+    for k0 in range(0, nk, key_block):
+        k1 = min(k0 + key_block, nk)
+        kt = k_aug[k0:k1].T.contiguous()
+        vt = values[k0:k1].T.contiguous()
+        ids = None if key_ids is None else key_ids[k0:k1]
+        for q0 in range(0, nq, query_block):
+            q1 = min(q0 + query_block, nq)
+            r = slice(rows.start + q0, rows.start + q1) if isinstance(rows, slice) else rows[q0:q1]
+            scores = torch.mm(q_aug[q0:q1], kt, out=buf[: (q1 - q0) * (k1 - k0)].view(q1 - q0, k1 - k0))
+            consumer.update(r, scores, vt, ids)

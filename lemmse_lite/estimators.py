@@ -40,6 +40,8 @@ def _check_sigma(sigma, batch: int, device, dtype) -> torch.Tensor:
     if isinstance(sigma, (int, float)):
         sigma = torch.full((batch,), float(sigma), dtype=torch.float64)
     elif isinstance(sigma, torch.Tensor):
+        if not sigma.is_floating_point():
+            raise TypeError(f"sigma must be a float or a floating-point tensor of shape (B,), got dtype {sigma.dtype}")
         if sigma.dim() == 0:
             sigma = sigma.reshape(1).expand(batch)
         elif sigma.shape != (batch,):
@@ -106,6 +108,12 @@ def _setup(y, sigma, A, B):
     B = None if B is None else as_operator(B, "B")
     if B is not None and B.kind == "identity":
         B = None
+    for op, name in ((A, "A"), (B, "B")):
+        if op is not None:  # one cheap application names the operator in any shape error
+            try:
+                op(y[:1])
+            except ValueError as err:
+                raise ValueError(f"{name} does not fit the measurements y: {err}") from None
     sig = _check_sigma(sigma, y.shape[0], y.device, dtype)
     return y.to(dtype), dtype, A, B, sig
 
@@ -359,6 +367,11 @@ class Diagnostics:
         return self._second_pass(float(tau))
 
 
+def _check_positive_int(value, name):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def _check_return_diagnostics(flag):
     if not isinstance(flag, bool):
         raise TypeError(f"return_diagnostics must be a bool, got {type(flag).__name__}")
@@ -389,6 +402,8 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
     """
     _check_chunk_size(chunk_size)
     _check_return_diagnostics(return_diagnostics)
+    _check_positive_int(top_k, "top_k")
+    _check_positive_int(max_memory, "max_memory")
     y, dtype, A, B, sig = _setup(y, sigma, A, B)
     bsz, c, h, w = y.shape
     check_patch_size(patch_size, h, w)
@@ -428,7 +443,7 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
                 if plan is None:
                     continue
                 rows, q_aug, centre = plan
-                k = g.whiten(keys_all[:, g.locations]).reshape(-1, g.rank) - centre
+                k = g.whiten(keys_all[:, g.locations]).reshape(len(chunk) * len(g.locations), g.rank) - centre
                 vals = values_all[:, g.locations].reshape(-1, c)
                 ids = (image_ids[:, None] * (h * w) + g.locations[None]).reshape(-1)
                 stream_scores(consumer, rows, q_aug, augment_keys(k), vals, ids)
@@ -459,8 +474,8 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
         source_image=(ids[:, 0] // (h * w)).reshape(shape),
         source_location=(ids[:, 0] % (h * w)).reshape(shape),
         top_weights=top_w.reshape(*shape, -1),
-        top_images=(ids // (h * w)).reshape(*shape, -1),
-        top_locations=(ids % (h * w)).reshape(*shape, -1),
+        top_images=torch.where(ids >= 0, ids // (h * w), -1).reshape(*shape, -1),
+        top_locations=torch.where(ids >= 0, ids % (h * w), -1).reshape(*shape, -1),
         rank=kept_rank.reshape(shape),
         n_train=n_train,
         _second_pass=second,

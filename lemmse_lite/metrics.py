@@ -21,6 +21,8 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     """PSNR in dB per image: ``10 log10(peak² / mean((x − ref)²))``; (B, …) -> (B,)."""
     if not isinstance(x, torch.Tensor) or not isinstance(ref, torch.Tensor):
         raise TypeError("x and ref must be torch tensors")
+    if x.dim() < 2:
+        raise ValueError(f"x and ref must be batches (B, …) with at least 2 dimensions, got x of shape {tuple(x.shape)}")
     if x.shape != ref.shape:
         raise ValueError(f"x and ref must have the same shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
     mse = ((x.double() - ref.double()) ** 2).flatten(1).mean(1)
@@ -45,6 +47,8 @@ def nearest_training(x: torch.Tensor, train, shifts: bool = False, chunk_size: i
     from .estimators import training_chunks
 
     check_images(x, "x")
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     xb = x.double()
     bsz, c, h, w = x.shape
     n = c * h * w

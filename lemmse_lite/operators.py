@@ -340,15 +340,16 @@ class LinearOperator(Operator):
 
     kind = "general"
 
-    def __init__(self, fn: Callable, adjoint: Callable | None = None):
+    def __init__(self, fn: Callable, adjoint: Callable | None = None, name: str = "operator"):
         self.fn = fn
         self.adjoint = adjoint
+        self.name = name
 
     def _apply(self, x):
         out = self.fn(x)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             raise ValueError(
-                f"operator must map images of shape {tuple(x.shape)} to the same shape, got "
+                f"{self.name} must map images of shape {tuple(x.shape)} to the same shape, got "
                 f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
             )
         return out
@@ -357,7 +358,7 @@ class LinearOperator(Operator):
     def T(self):
         if self.adjoint is None:
             raise NotImplementedError("this LinearOperator was built without an adjoint")
-        return LinearOperator(self.adjoint, self.fn)
+        return LinearOperator(self.adjoint, self.fn, f"{self.name}.T")
 
 
 def as_operator(op, name: str = "A") -> Operator:
@@ -370,7 +371,7 @@ def as_operator(op, name: str = "A") -> Operator:
     if isinstance(op, torch.Tensor):
         raise TypeError(f"{name} must be an operator; wrap a matrix with DenseOperator(M, shape=(C, H, W))")
     if callable(op):
-        return LinearOperator(op)
+        return LinearOperator(op, name=name)
     raise TypeError(f"{name} must be None, a lemmse_lite Operator or a linear callable, got {type(op).__name__}")
 
 
@@ -400,7 +401,9 @@ def random_mask(h: int, w: int, missing_fraction: float, seed: int = 0) -> torch
     _check_size(h, "h"), _check_size(w, "w")
     if not isinstance(missing_fraction, (int, float)) or not 0 <= missing_fraction <= 1:
         raise ValueError(f"missing_fraction must be a number in [0, 1], got {missing_fraction!r}")
-    gen = torch.Generator().manual_seed(int(seed))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    gen = torch.Generator().manual_seed(seed)
     missing = torch.randperm(h * w, generator=gen)[: round(missing_fraction * h * w)]
     mask = torch.ones(h * w)
     mask[missing] = 0.0
@@ -440,3 +443,49 @@ def disk_kernel(radius: float, size: int | None = None) -> torch.Tensor:
     if k.sum() == 0:
         raise ValueError(f"disk of radius {radius} is empty in a kernel of size {size}")
     return (k / k.sum()).float()
+
+
+# ----------------------------------------------------------------------------- named problems
+
+PROBLEMS = ("denoising", "inpainting", "deblurring")
+
+
+def forward_operator(problem: str, h: int, w: int, box: int | None = None, missing_fraction: float | None = None,
+                     blur_std: float = 1.0, seed: int = 0) -> Operator:
+    """The course's forward models by name: ``"denoising"`` (A = I), ``"inpainting"`` (a centre box
+    of side ``box``, default ``h//3`` rounded to odd, or a random mask if ``missing_fraction`` is
+    given) and ``"deblurring"`` (Gaussian kernel of std ``blur_std``)."""
+    if problem == "denoising":
+        return Denoising()
+    if problem == "inpainting":
+        if missing_fraction is not None:
+            return Inpainting(random_mask(h, w, missing_fraction, seed))
+        return Inpainting(center_box_mask(h, w, box if box is not None else (min(h, w) // 3) | 1))
+    if problem == "deblurring":
+        return Blur(gaussian_kernel(blur_std, min(h, w, 2 * math.ceil(3 * blur_std) + 1) | 1))
+    raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
+
+
+def pre_inverse(A: Operator, spec: str | None):
+    """A pre-inverse ``B`` by name: ``None``/``"none"`` (physics-agnostic), ``"adjoint"`` (Aᵀ),
+    ``"pinv"`` (A⁺), ``"tikhonov:EPS"`` ((AᵀA + εI)⁻¹Aᵀ), ``"eps-mask:EPS"`` (inpainting only)."""
+    if spec is None or spec == "none":
+        return None
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a string such as 'adjoint' or 'tikhonov:0.01', got {type(spec).__name__}")
+    name, _, arg = spec.partition(":")
+    if name == "adjoint":
+        return A.T
+    if name == "pinv":
+        return A.pinv()
+    if name in ("tikhonov", "eps-mask"):
+        try:
+            eps = float(arg)
+        except ValueError:
+            raise ValueError(f"pre-inverse '{spec}' needs a number after ':', e.g. '{name}:0.01'") from None
+        if name == "tikhonov":
+            return A.tikhonov(eps)
+        if not isinstance(A, Diagonal):
+            raise ValueError("the eps-mask pre-inverse needs an inpainting operator A")
+        return Inpainting(eps_mask(A.b, eps))
+    raise ValueError(f"unknown pre-inverse {spec!r}: use none, adjoint, pinv, tikhonov:EPS or eps-mask:EPS")
