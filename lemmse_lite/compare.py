@@ -21,11 +21,18 @@ import torch
 
 from .metrics import psnr
 
+__all__ = ["ComparisonTable", "compare", "format_table", "save_comparison_figure", "save_results"]
 
-__all__ = ["compare", "ComparisonTable", "format_table", "save_results", "save_comparison_figure"]
-
-COLUMNS = ("architecture", "patch_size", "split", "sigma", "n",
-           "psnr_net_lemmse", "psnr_net_x", "psnr_lemmse_x")
+COLUMNS = (
+    "architecture",
+    "patch_size",
+    "split",
+    "sigma",
+    "n",
+    "psnr_net_lemmse",
+    "psnr_net_x",
+    "psnr_lemmse_x",
+)
 
 
 class ComparisonTable(list):
@@ -56,9 +63,21 @@ def _device_of(model):
     return p.device if p is not None else torch.device("cpu")
 
 
-def compare(models, train_images, test_images, A=None, B=None, sigmas=(0.1,), patch_size=None,
-            n_measurements=4, seed=0, chunk_size=None, progress=True, keep_images=False,
-            device=None):
+def compare(
+    models,
+    train_images,
+    test_images,
+    A=None,
+    B=None,
+    sigmas=(0.1,),
+    patch_size=None,
+    n_measurements=4,
+    seed=0,
+    chunk_size=None,
+    progress=True,
+    keep_images=False,
+    device=None,
+):
     """Compare networks with the LE-MMSE on training and test measurements (THEORY.md §7).
 
     Args:
@@ -88,8 +107,10 @@ def compare(models, train_images, test_images, A=None, B=None, sigmas=(0.1,), pa
     if any(s <= 0 for s in sigmas):
         raise ValueError(f"sigmas must be positive, got {sigmas}")
     gen = torch.Generator().manual_seed(seed)
-    splits = {"train": _pick(train_images, n_measurements, gen, "train_images"),
-              "test": _pick(test_images, n_measurements, gen, "test_images")}
+    splits = {
+        "train": _pick(train_images, n_measurements, gen, "train_images"),
+        "test": _pick(test_images, n_measurements, gen, "test_images"),
+    }
     sizes = {name: patch_size or m.patch_size for name, m in models.items()}
     device = torch.device(device) if device is not None else _device_of(next(iter(models.values())))
     table = ComparisonTable()
@@ -99,24 +120,34 @@ def compare(models, train_images, test_images, A=None, B=None, sigmas=(0.1,), pa
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1 + k))
         y = (A(x) if A is not None else x) + sigma * noise.to(x)
         z = B(y) if B is not None else y
-        le = {P: le_mmse(y, train_images, sigma, P, A=A, B=B, chunk_size=chunk_size).cpu()
-              for P in sorted(set(sizes.values()))}
+        le = {
+            P: le_mmse(y, train_images, sigma, P, A=A, B=B, chunk_size=chunk_size).cpu()
+            for P in sorted(set(sizes.values()))
+        }
         nets, x_cpu = {}, x.cpu()
         for name, model in models.items():
             with torch.no_grad():
                 nets[name] = model.eval()(z.to(_device_of(model)), sigma).float().cpu()
             ref = le[sizes[name]].float()
-            table.append({
-                "architecture": name, "patch_size": sizes[name], "split": split, "sigma": sigma,
-                "n": x.shape[0],
-                "psnr_net_lemmse": float(psnr(nets[name], ref).mean()),
-                "psnr_net_x": float(psnr(nets[name], x_cpu).mean()),
-                "psnr_lemmse_x": float(psnr(ref, x_cpu).mean()),
-            })
+            table.append(
+                {
+                    "architecture": name,
+                    "patch_size": sizes[name],
+                    "split": split,
+                    "sigma": sigma,
+                    "n": x.shape[0],
+                    "psnr_net_lemmse": float(psnr(nets[name], ref).mean()),
+                    "psnr_net_x": float(psnr(nets[name], x_cpu).mean()),
+                    "psnr_lemmse_x": float(psnr(ref, x_cpu).mean()),
+                }
+            )
         if keep_images:
-            table.images[(split, sigma)] = {"truth": x_cpu, "measurement": z.cpu(),
-                                            "lemmse": le,
-                                            "networks": nets}
+            table.images[(split, sigma)] = {
+                "truth": x_cpu,
+                "measurement": z.cpu(),
+                "lemmse": le,
+                "networks": nets,
+            }
     return table
 
 
@@ -130,7 +161,7 @@ def format_table(rows, columns=COLUMNS):
 
     body = [[cell(c, r.get(c, "")) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
-    line = lambda cells: "  ".join(s.rjust(w) for s, w in zip(cells, widths))  # noqa: E731
+    line = lambda cells: "  ".join(s.rjust(w) for s, w in zip(cells, widths))
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(b) for b in body])
 
 
@@ -144,8 +175,10 @@ def save_results(rows, out_dir, name="compare"):
     out.mkdir(parents=True, exist_ok=True)
     rows = [dict(r) for r in rows]
     json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
-    strict = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-               for k, v in r.items()} for r in rows]
+    strict = [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+        for r in rows
+    ]
     json_path.write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r)) or list(COLUMNS)
     with open(csv_path, "w", newline="") as f:
@@ -155,8 +188,15 @@ def save_results(rows, out_dir, name="compare"):
     return json_path, csv_path
 
 
-def save_comparison_figure(path, measurement, network, lemmse, truth, max_images=4,
-                           titles=("measurement", "network", "LE-MMSE", "truth")):
+def save_comparison_figure(
+    path,
+    measurement,
+    network,
+    lemmse,
+    truth,
+    max_images=4,
+    titles=("measurement", "network", "LE-MMSE", "truth"),
+):
     """PNG grid, one row per image, columns measurement / network / LE-MMSE / truth.
 
     All four are ``(B, C, H, W)`` tensors (C = 1 or 3), shown clipped to [0, 1].

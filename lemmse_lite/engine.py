@@ -90,25 +90,24 @@ class SoftmaxState:
 
 class LogWeightHistogram:
     """Second pass for the effective number of patches (THEORY.md §6): per query, the mass and count
-    of the weights ``w = exp(s − log Σ exp s)`` in ``bins`` equal log-weight bins on ``[lo, hi)``,
-    plus one bin below ``lo`` (index 0) and one at or above ``hi`` (index ``bins + 1``).
-    ``count_nonzero`` counts the weights that are non-zero in the working dtype instead."""
+    of the weights ``w = exp(s − log Σ exp s)`` between consecutive log-weight ``edges`` (Q, T+1),
+    compared exactly in the working dtype (``searchsorted``), so that successive passes with
+    narrower edges see every weight on the same side of every edge. Bin 0 is below ``edges[:, 0]``,
+    bin T+1 at or above ``edges[:, T]``. ``nonzero`` counts the weights that are non-zero."""
 
-    def __init__(self, log_norm, lo, hi, bins: int):
-        self.log_norm, self.lo, self.bins = log_norm, lo, bins
-        self.width = (hi - lo) / bins
-        q = len(log_norm)
-        self.mass = torch.zeros(q, bins + 2, dtype=torch.float64, device=log_norm.device)
-        self.count = torch.zeros(q, bins + 2, dtype=torch.float64, device=log_norm.device)
+    def __init__(self, log_norm, edges):
+        self.log_norm, self.edges = log_norm, edges
+        q, n_bins = len(log_norm), edges.shape[1] + 1
+        self.mass = torch.zeros(q, n_bins, dtype=torch.float64, device=log_norm.device)
+        self.count = torch.zeros(q, n_bins, dtype=torch.float64, device=log_norm.device)
         self.nonzero = torch.zeros(q, dtype=torch.float64, device=log_norm.device)
 
     def update(self, rows, scores, values=None, key_ids=None):
         logw = scores.sub_(self.log_norm[rows, None])
-        idx = torch.floor((logw - self.lo[rows, None]) / self.width[rows, None]) + 1
-        idx = idx.clamp_(0, self.bins + 1).long()
+        idx = torch.searchsorted(self.edges[rows], logw, right=True)
         w = logw.exp_()
         self.nonzero[rows] += (w > 0).sum(1, dtype=torch.float64)
-        shape = (len(w), self.bins + 2)
+        shape = (len(w), self.mass.shape[1])
         self.mass[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w).double()
         self.count[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(
             1, idx, torch.ones_like(w)).double()

@@ -418,18 +418,25 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
     inv_var = (1.0 / sig**2).repeat_interleave(h * w)  # (Q,)
     log_2pi_var = torch.log(2 * math.pi * sig**2).repeat_interleave(h * w)
 
-    plans = []  # per group: (rows, q_aug, centre)
+    group_of = torch.empty(h * w, dtype=torch.long, device=y.device)
+    for p, g in enumerate(groups):
+        group_of[g.locations] = p
+    plans = []  # per group: (rows, q_aug, centre) or None
     for p, g in enumerate(groups):
         rows = torch.nonzero(stratum[:, p]).squeeze(1)
         if len(rows) == 0:
             plans.append(None)
             continue
         q = g.whiten(v[rows])
-        centre = q.mean(0)  # centring avoids cancellation in ‖q‖² + ‖k‖² − 2 q·k
+        # Centre on the queries located in the group itself: they are the ones near the group's
+        # keys, so both sides keep small norms and ‖q‖² + ‖k‖² − 2 q·k keeps float32 accuracy.
+        # (All rows would be pulled away by far, irrelevant queries, e.g. with the ε-mask where
+        # every query visits every group.)
+        own = group_of[rows % (h * w)] == p
+        centre = (q[own] if own.any() else q).mean(0)
         q = q - centre
-        offset = (-0.5 * (q * q).sum(1) * inv_var[rows] - g.logdet - 0.5 * g.rank * log_2pi_var[rows])
-        if len(rows) == len(v):
-            rows = slice(0, len(v))
+        offset = -0.5 * (q * q).sum(1) * inv_var[rows] - g.logdet - 0.5 * g.rank * log_2pi_var[rows]
+        rows = slice(0, len(v)) if len(rows) == len(v) else rows
         plans.append((rows, augment_queries(q, inv_var[rows], offset), centre))
 
     def run(consumer):
@@ -443,10 +450,10 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
                 if plan is None:
                     continue
                 rows, q_aug, centre = plan
-                k = g.whiten(keys_all[:, g.locations]).reshape(len(chunk) * len(g.locations), g.rank) - centre
+                k = g.whiten(keys_all[:, g.locations]).reshape(len(chunk) * len(g.locations), g.rank)
                 vals = values_all[:, g.locations].reshape(-1, c)
                 ids = (image_ids[:, None] * (h * w) + g.locations[None]).reshape(-1)
-                stream_scores(consumer, rows, q_aug, augment_keys(k), vals, ids)
+                stream_scores(consumer, rows, q_aug, augment_keys(k - centre), vals, ids)
             n_seen = start + len(chunk)
         return n_seen
 

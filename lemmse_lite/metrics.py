@@ -77,43 +77,42 @@ def nearest_training(x: torch.Tensor, train, shifts: bool = False, chunk_size: i
 
 
 def effective_patches_pass(run, log_norm: torch.Tensor, top_score: torch.Tensor, tau: float, dtype,
-                           bins: int = 256, log_tol: float = 1e-6) -> torch.Tensor:
+                           bins: int = 256, max_passes: int = 8) -> torch.Tensor:
     """``N_eff(τ)`` for every query (THEORY.md §6) by passes of ``run`` (which streams every score
     block to a consumer) over log-weight histograms.
 
-    Each pass narrows, per query, the bin ``[lo, hi)`` that holds the weight at which the sorted
-    cumulative mass reaches ``τ − 1e-6`` by a factor ``bins``; once its width is below ``log_tol``
-    (relative weight differences < 1e-6, float32's own resolution) the count is the weights above
-    the bin plus the fewest bin weights (taken at the bin's mean weight) that close the gap.
-    ``τ = 1`` counts the non-zero weights in ``dtype`` in one pass."""
+    Each pass splits, per query, the interval ``[lo, hi)`` of log-weights that holds the weight at
+    which the sorted cumulative mass first reaches ``τ − 1e-6`` into ``bins`` bins, and keeps the
+    bin where that happens. Edges are compared exactly in ``dtype``, so after a few passes the bin
+    is one representable log-weight wide (or holds one weight); the count is then the weights above
+    the bin plus the fewest bin weights (all equal at the working precision) that close the gap.
+    ``τ = 1`` counts the non-zero weights in one pass."""
     tiny = math.log(torch.finfo(dtype).tiny * torch.finfo(dtype).eps)  # log of the smallest subnormal
-    lo = torch.full_like(log_norm, tiny)
-    hi = (top_score - log_norm) + 1e-3  # just above the largest log-weight
+    lo = torch.full_like(log_norm, tiny, dtype=torch.float64)
+    hi = (top_score - log_norm).double() + 1e-3  # just above the largest log-weight
     if tau >= 1:
-        hist = LogWeightHistogram(log_norm, lo, hi, 1)
+        hist = LogWeightHistogram(log_norm, torch.stack([lo, hi], 1).to(dtype))
         run(hist)
         return hist.nonzero.round().long()
     target = tau - 1e-6
-    mass_above = torch.zeros_like(log_norm, dtype=torch.float64)
-    count_above = torch.zeros_like(log_norm, dtype=torch.float64)
-    while True:
-        hist = LogWeightHistogram(log_norm, lo, hi, bins)
+    steps = torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=log_norm.device)
+    for _ in range(max_passes):
+        edges = (lo[:, None] + (hi - lo)[:, None] * steps[None]).to(dtype)  # (Q, bins + 1)
+        hist = LogWeightHistogram(log_norm, edges)
         run(hist)
-        # cumulative mass of bins j..bins (ignore the overflow bin: it is counted in mass_above)
-        m = hist.mass[:, 1 : bins + 1].flip(1).cumsum(1).flip(1) + mass_above[:, None]
-        crossing = (m >= target).sum(1).clamp(min=1) - 1  # last bin whose tail mass reaches the target
-        j = crossing[:, None]
-        tail_mass = torch.cat([m, mass_above[:, None]], 1)
-        cnt = hist.count[:, 1 : bins + 1].flip(1).cumsum(1).flip(1) + count_above[:, None]
-        tail_count = torch.cat([cnt, count_above[:, None]], 1)
-        mass_above = tail_mass.gather(1, j + 1).squeeze(1)
-        count_above = tail_count.gather(1, j + 1).squeeze(1)
-        bin_mass = hist.mass[:, 1:].gather(1, j).squeeze(1)
-        bin_count = hist.count[:, 1:].gather(1, j).squeeze(1)
-        width = hist.width
-        lo, hi = lo + crossing * width, lo + (crossing + 1) * width
-        if (width <= log_tol).all():
+        tail_mass = hist.mass.flip(1).cumsum(1).flip(1)  # mass at or above bin j
+        tail_count = hist.count.flip(1).cumsum(1).flip(1)
+        # the bin j ∈ 1..bins with the largest j whose tail mass reaches the target
+        j = ((tail_mass[:, 1 : bins + 1] >= target).sum(1)).clamp(min=1)[:, None]
+        above_mass = tail_mass.gather(1, j + 1).squeeze(1)
+        above_count = tail_count.gather(1, j + 1).squeeze(1)
+        bin_mass = hist.mass.gather(1, j).squeeze(1)
+        bin_count = hist.count.gather(1, j).squeeze(1)
+        lo_new, hi_new = edges.gather(1, j - 1).squeeze(1), edges.gather(1, j).squeeze(1)
+        done = (bin_count <= 1) | (torch.nextafter(lo_new, hi_new) >= hi_new)
+        lo, hi = lo_new.double(), hi_new.double()
+        if done.all():
             break
     mean_w = bin_mass / bin_count.clamp_min(1)
-    need = torch.ceil((target - mass_above).clamp_min(0) / mean_w.clamp_min(1e-300) - 1e-9)
-    return (count_above + torch.minimum(need, bin_count)).long()
+    need = torch.ceil((target - above_mass).clamp_min(0) / mean_w.clamp_min(1e-300) - 1e-9)
+    return (above_count + torch.minimum(need, bin_count)).long()

@@ -27,15 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "MODELS",
     "LocalResNet",
     "LocalUNet",
     "PatchMLP",
-    "MODELS",
-    "make_model",
     "ReceptiveField",
+    "count_parameters",
+    "make_model",
     "receptive_field",
     "receptive_field_all_parities",
-    "count_parameters",
     "unet_plan",
 ]
 
@@ -62,7 +62,9 @@ def _sigma_tensor(sigma, batch, device, dtype):
     if s.ndim == 0:
         s = s.expand(batch)
     if s.shape != (batch,):
-        raise ValueError(f"sigma must be a float or a ({batch},) tensor, got shape {tuple(s.shape)}")
+        raise ValueError(
+            f"sigma must be a float or a ({batch},) tensor, got shape {tuple(s.shape)}"
+        )
     return s.clamp_min(1e-4)
 
 
@@ -119,11 +121,16 @@ class _Base(nn.Module):
             "channels": channels,
             "width": width,
             "depth": depth,
+            "emb_dim": emb_dim or width,
         }
         emb_dim = emb_dim or width
         self.embed = SigmaEmbedding(emb_dim)
+        self.head_film = nn.Linear(emb_dim, 2 * width)  # FiLM after the head (identity at init)
+        nn.init.zeros_(self.head_film.weight)
+        nn.init.zeros_(self.head_film.bias)
         self.tail = _conv(width, channels, 1)
-        with torch.no_grad():  # small (not zero) so gradients -- and measured fields -- exist at init
+        # small (not zero) so that gradients -- and measured receptive fields -- exist at init
+        with torch.no_grad():
             self.tail.weight.mul_(0.1)
             self.tail.bias.zero_()
         return emb_dim
@@ -136,6 +143,14 @@ class _Base(nn.Module):
         if min(z.shape[-2:]) < p:
             raise ValueError(f"image {tuple(z.shape[-2:])} is smaller than patch_size {p}")
         return self.embed(_sigma_tensor(sigma, z.shape[0], z.device, z.dtype))
+
+    def _trunk(self, h, emb):
+        """FiLM the head features, then run the residual blocks."""
+        scale, shift = self.head_film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = h * (1 + scale) + shift
+        for block in self.blocks:
+            h = block(h, emb)
+        return h
 
     def extra_repr(self):
         return ", ".join(f"{k}={v}" for k, v in self.config.items() if k != "family")
@@ -166,10 +181,7 @@ class LocalResNet(_Base):
 
     def forward(self, z, sigma):
         emb = self._inputs(z, sigma)
-        h = self.head(z)
-        for block in self.blocks:
-            h = block(h, emb)
-        return z + self.tail(F.silu(h))
+        return z + self.tail(F.silu(self._trunk(self.head(z), emb)))
 
 
 class PatchMLP(_Base):
@@ -187,14 +199,11 @@ class PatchMLP(_Base):
         _check_patch_size(patch_size)
         emb = self._setup(patch_size, channels, width, depth, emb_dim)
         self.head = _conv(channels, width, patch_size)
-        self.blocks = nn.ModuleList(FiLMBlock(width, 1, emb) for _ in range(max(depth, 1)))
+        self.blocks = nn.ModuleList(FiLMBlock(width, 1, emb) for _ in range(depth))
 
     def forward(self, z, sigma):
         emb = self._inputs(z, sigma)
-        h = self.head(z)
-        for block in self.blocks:
-            h = block(h, emb)
-        return z + self.tail(F.silu(h))
+        return z + self.tail(F.silu(self._trunk(self.head(z), emb)))
 
 
 def unet_plan(patch_size):
@@ -232,7 +241,12 @@ class LocalUNet(_Base):
     alone at (even, even); the union over parities is the 3x3 window.
 
     Equivariance: exact only for circular shifts by **multiples of 2** (``shift_stride = 2``); an
-    odd shift changes which pixels are on the coarse grid. ``H`` and ``W`` must be even.
+    odd shift changes which pixels are on the coarse grid. Its optimum is therefore the LE-MMSE
+    restricted to ``m = n (mod 2)`` with a parity-dependent window (§7), so it is expected to
+    agree less with the plain LE-MMSE than the stride-1 families do.
+
+    Shapes: ``z`` ``(B, C, H, W)`` with ``H, W`` even and ``>= P``; ``sigma`` float or ``(B,)``;
+    output ``(B, C, H, W)``.
     """
 
     shift_stride = 2
@@ -268,9 +282,7 @@ class LocalUNet(_Base):
             c = block(c, emb)
         u = F.silu(self.up(self._zero_insert(c)))
         h = self.merge(torch.cat([skip, u], dim=1))
-        for block in self.blocks:
-            h = block(h, emb)
-        return z + self.tail(F.silu(h))
+        return z + self.tail(F.silu(self._trunk(h, emb)))
 
 
 MODELS = {"resnet": LocalResNet, "unet": LocalUNet, "patchmlp": PatchMLP}
@@ -384,4 +396,3 @@ def _float64_copy(model):
 def count_parameters(model):
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

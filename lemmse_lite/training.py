@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-__all__ = ["train", "TrainHistory", "CheckpointError", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "TrainHistory", "load_checkpoint", "save_checkpoint", "train"]
 
 CHECKPOINT_FORMAT = "lemmse_lite.training/1"
 
@@ -120,8 +120,11 @@ def _first_line(exc):
 
 def _fingerprint_mismatch(saved, now):
     keys = sorted(set(saved) | set(now))
-    return [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in keys
-            if saved.get(k) != now.get(k)]
+    return [
+        f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}"
+        for k in keys
+        if saved.get(k) != now.get(k)
+    ]
 
 
 # ----------------------------------------------------------------------------- fingerprint
@@ -195,16 +198,39 @@ def _check_sigma_range(sigma_range):
     lo, hi = (sigma_range, sigma_range) if isinstance(sigma_range, (int, float)) else sigma_range
     lo, hi = float(lo), float(hi)
     if not 0 <= lo <= hi:
-        raise ValueError(f"sigma_range must be (sigma_min, sigma_max) with 0 <= min <= max, got "
-                         f"{sigma_range!r}")
+        raise ValueError(
+            f"sigma_range must be (sigma_min, sigma_max) with 0 <= min <= max, got {sigma_range!r}"
+        )
     return lo, hi
 
 
 # ----------------------------------------------------------------------------- train
-def train(model, images, A=None, B=None, sigma_range=(0.05, 0.3), steps=1000, batch_size=32,
-          lr=2e-3, *, device=None, seed=0, ema=0.999, clip=1.0, amp=None, compile=False,
-          weight_decay=1e-4, warmup=None, checkpoint=None, checkpoint_every=500, resume=False,
-          overwrite=False, until=None, progress=True, log_every=None):
+def train(
+    model,
+    images,
+    A=None,
+    B=None,
+    sigma_range=(0.05, 0.3),
+    steps=1000,
+    batch_size=32,
+    lr=2e-3,
+    *,
+    device=None,
+    seed=0,
+    ema=0.999,
+    clip=1.0,
+    amp=None,
+    compile=False,
+    weight_decay=1e-4,
+    warmup=None,
+    checkpoint=None,
+    checkpoint_every=500,
+    resume=False,
+    overwrite=False,
+    until=None,
+    progress=True,
+    log_every=None,
+):
     """Train ``model`` to map ``z = B(A x + sigma e)`` (and ``sigma``) to ``x`` (THEORY.md §7).
 
     Args:
@@ -240,7 +266,9 @@ def train(model, images, A=None, B=None, sigma_range=(0.05, 0.3), steps=1000, ba
     images = _check_images(images, model)
     lo, hi = _check_sigma_range(sigma_range)
     if steps < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"steps, batch_size and lr must be positive, got {steps}, {batch_size}, {lr}")
+        raise ValueError(
+            f"steps, batch_size and lr must be positive, got {steps}, {batch_size}, {lr}"
+        )
     until = steps if until is None else int(until)
     if not 0 <= until <= steps:
         raise ValueError(f"until must be in [0, steps={steps}], got {until}")
@@ -255,9 +283,19 @@ def train(model, images, A=None, B=None, sigma_range=(0.05, 0.3), steps=1000, ba
     log_every = max(1, steps // 100) if log_every is None else int(log_every)
     ema = float(ema or 0.0)
 
-    hyper = dict(sigma_range=[lo, hi], steps=steps, batch_size=batch_size, lr=lr,
-                 weight_decay=weight_decay, warmup=warmup, ema=ema, clip=clip, amp=amp, seed=seed,
-                 log_every=log_every)
+    hyper = {
+        "sigma_range": [lo, hi],
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "warmup": warmup,
+        "ema": ema,
+        "clip": clip,
+        "amp": amp,
+        "seed": seed,
+        "log_every": log_every,
+    }
     fingerprint = _fingerprint(model, images, A, B, hyper)
 
     model.to(device).train()
@@ -272,7 +310,9 @@ def train(model, images, A=None, B=None, sigma_range=(0.05, 0.3), steps=1000, ba
     path = Path(checkpoint) if checkpoint is not None else None
     if path is not None and path.exists():
         if resume:
-            _restore(path, fingerprint, model, ema_model, optimizer, scheduler, gen, hist, acc, device)
+            _restore(
+                path, fingerprint, model, ema_model, optimizer, scheduler, gen, hist, acc, device
+            )
         elif not overwrite:
             raise CheckpointError(
                 f"checkpoint {path} already exists; pass resume=True to continue that run or "
@@ -377,5 +417,6 @@ def _restore(path, fingerprint, model, ema_model, optimizer, scheduler, gen, his
         acc["loss"].copy_(state["accumulator"]["loss"])
         acc["n"], acc["time"] = state["accumulator"]["n"], state["accumulator"]["time"]
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is incomplete or inconsistent ({exc}); "
-                              "it was left untouched") from exc
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or inconsistent ({exc}); it was left untouched"
+        ) from exc
