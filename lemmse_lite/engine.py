@@ -20,12 +20,21 @@ running top-k scores. A second pass with the final log-normaliser counts weights
 
 from __future__ import annotations
 
-import torch
+import os
+import warnings
 
-# Cache-sized score blocks: exp runs several times faster on a block that stays in cache than
-# on a large freshly allocated array (measured in benchmarks/cpu_speed.py).
+import torch
+import torch.nn.functional as F
+
+# Cache-sized score blocks on CPU: exp runs several times faster on a block that stays in cache
+# than on a large freshly allocated array. On a GPU, small blocks make the run launch-bound.
 QUERY_BLOCK = 256
 KEY_BLOCK = 1024
+CUDA_QUERY_BLOCK = 16384
+CUDA_KEY_BLOCK = 16384
+# On CUDA a plain softmax pass (no top-k) runs PyTorch's fused memory-efficient attention kernel
+# in float32 (never the float16 flash kernel); set LEMMSE_FUSED=0 to use the blocked engine.
+USE_FUSED_CUDA = os.environ.get("LEMMSE_FUSED", "1") != "0"
 
 
 def augment_queries(q: torch.Tensor, inv_var: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
@@ -72,6 +81,16 @@ class SoftmaxState:
         self.num[rows] = self.num[rows] * alpha[:, None] + (values_t @ scores.T).T
         self.m[rows] = m_new
 
+    def merge(self, rows, out: torch.Tensor, lse: torch.Tensor):
+        """Merge a finished softmax over a group of keys: normalised averages ``out`` (q, V) and
+        log-normalisers ``lse`` (q,), as returned by a fused attention kernel."""
+        m_old = self.m[rows]
+        m_new = torch.maximum(m_old, lse)
+        alpha, beta = torch.exp(m_old - m_new), torch.exp(lse - m_new)
+        self.d[rows] = self.d[rows] * alpha + beta
+        self.num[rows] = self.num[rows] * alpha[:, None] + out * beta[:, None]
+        self.m[rows] = m_new
+
     def _update_top(self, rows, scores, key_ids):
         k = min(self.top_k, scores.shape[1])
         s, idx = scores.topk(k, dim=1)
@@ -115,6 +134,20 @@ class LogWeightHistogram:
             1, idx, torch.ones_like(w)).double()
 
 
+def fused_attention(q_aug: torch.Tensor, k_aug: torch.Tensor, values: torch.Tensor):
+    """Softmax attention ``softmax(q_aug k_augᵀ) values`` and its log-normaliser with PyTorch's
+    fused memory-efficient kernel in float32 (CUDA): (Q, E), (K, E), (K, V) -> (Q, V), (Q,).
+    Feature dimensions are zero-padded to a multiple of 8 (the kernel's alignment)."""
+    nq, e = q_aug.shape
+    nv = values.shape[1]
+    width = -(-max(e, nv) // 8) * 8
+    q = F.pad(q_aug, (0, width - e))[None, None]
+    k = F.pad(k_aug, (0, width - e))[None, None]
+    v = F.pad(values, (0, width - nv))[None, None]
+    out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False, scale=1.0)[:2]
+    return out[0, 0, :, :nv], lse[0, 0, :nq]
+
+
 def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_aug: torch.Tensor,
                   values: torch.Tensor, key_ids: torch.Tensor | None = None,
                   query_block: int | None = None, key_block: int | None = None):
@@ -124,6 +157,19 @@ def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_a
     a long tensor); ``values`` is (K, V). Key blocks are the outer loop so that each block of keys
     is transposed once and one score buffer is reused (fresh large allocations are slow on CPU)."""
     nq, nk = len(q_aug), len(k_aug)
+    global USE_FUSED_CUDA
+    if (q_aug.is_cuda and USE_FUSED_CUDA and type(consumer) is SoftmaxState and not consumer.top_k
+            and q_aug.dtype == torch.float32 and max(q_aug.shape[1], values.shape[1]) <= 128):
+        try:
+            out, lse = fused_attention(q_aug, k_aug, values)
+        except RuntimeError as err:  # kernel unavailable for this shape/GPU: use the blocked path
+            warnings.warn(f"fused attention unavailable ({err}); using the blocked engine")
+            USE_FUSED_CUDA = False
+        else:
+            consumer.merge(rows, out, lse)
+            return
+    if q_aug.is_cuda:
+        query_block, key_block = query_block or CUDA_QUERY_BLOCK, key_block or CUDA_KEY_BLOCK
     query_block, key_block = query_block or QUERY_BLOCK, key_block or KEY_BLOCK
     buf = torch.empty(min(query_block, nq) * min(key_block, nk), dtype=q_aug.dtype, device=q_aug.device)
     for k0 in range(0, nk, key_block):
