@@ -162,16 +162,91 @@ def cmd_bench(args) -> int:
 
 # ----------------------------------------------------------------------------- train / compare
 
-def cmd_train(args) -> int:
-    from .compare import cli_train
+def _operators_for(problem, pre, h, w):
+    A = operators.forward_operator(problem, h, w)
+    return A, operators.pre_inverse(A, pre)
 
-    return cli_train(args)
+
+def cmd_train(args) -> int:
+    """Train a local CNN; the run folder holds the checkpoint (atomic, resumable), the history and
+    ``model.pt`` (config + EMA weights) that ``lemmse compare`` reads."""
+    from .models import make_model
+    from .training import train
+
+    profile = get_profile(args.profile)
+    device = _device(args.device, profile)
+    name = args.dataset or profile.dataset
+    images = data.load(name, "train", n=args.n_train or profile.n_train, seed=profile.seed)
+    c, h, w = images.shape[1:]
+    A, B = _operators_for(args.problem, args.B, h, w)
+    P = args.patch_size or profile.patch_size
+    model = make_model(args.arch, patch_size=P, channels=c, width=args.width or profile.model_width,
+                       depth=args.depth if args.depth is not None else profile.model_depth)
+    run = Path(args.out)
+    run.mkdir(parents=True, exist_ok=True)
+    sigma_range = (args.sigma_min or profile.sigma_range[0], args.sigma_max or profile.sigma_range[1])
+    t0 = time.time()
+    hist = train(model, images, A, B, sigma_range=sigma_range, steps=args.steps or profile.train_steps,
+                 batch_size=args.batch_size or profile.batch_size, lr=args.lr or profile.lr, device=device,
+                 seed=profile.seed, checkpoint=run / "checkpoint.pt", resume=args.resume,
+                 overwrite=not args.resume, compile=args.compile, progress=not args.quiet)
+    meta = {"config": model.config, "arch": args.arch, "problem": args.problem, "B": args.B or "none",
+            "dataset": name, "n_train": len(images), "sigma_range": list(sigma_range), "seed": profile.seed,
+            "seconds": time.time() - t0}
+    torch.save({"meta": meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}},
+               run / "model.pt")
+    (run / "history.json").write_text(json.dumps({"meta": meta, "history": hist.as_dict()
+                                                  if hasattr(hist, "as_dict") else str(hist)}, indent=1))
+    last = hist.loss[-1] if getattr(hist, "loss", None) else float("nan")
+    print(f"trained {args.arch} (P = {P}) for {args.problem} in {meta['seconds']:.1f} s, final loss {last:.5f}: {run}")
+    return 0
+
+
+def load_run(run_dir, device="cpu"):
+    """Rebuild a model saved by ``lemmse train``: returns ``(model, meta)``."""
+    from .models import make_model
+
+    saved = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=True)
+    meta = saved["meta"]
+    cfg = dict(meta["config"])
+    family = cfg.pop("family")
+    model = make_model(family, **cfg)
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), meta
 
 
 def cmd_compare(args) -> int:
-    from .compare import cli_compare
+    """PSNR(network, LE-MMSE) on training and test measurements for runs of ``lemmse train``."""
+    from .compare import compare, format_table, save_comparison_figure, save_results
 
-    return cli_compare(args)
+    profile = get_profile(args.profile)
+    device = _device(args.device, profile)
+    models, metas = {}, []
+    for run in args.runs:
+        model, meta = load_run(run, device)
+        models[f"{meta['arch']}:{Path(run).name}"] = model
+        metas.append(meta)
+    first = metas[0]
+    if any((m["problem"], m["B"], m["dataset"], m["n_train"]) != (first["problem"], first["B"], first["dataset"],
+                                                                   first["n_train"]) for m in metas):
+        raise ValueError("runs to compare must share problem, B, dataset and n_train")
+    train_images = data.load(first["dataset"], "train", n=first["n_train"], seed=first["seed"])
+    test_images = data.load(first["dataset"], "test", n=args.n_test or profile.n_test, seed=first["seed"])
+    h, w = train_images.shape[-2:]
+    A, B = _operators_for(first["problem"], first["B"], h, w)
+    sigmas = args.sigmas or list(profile.sigmas)
+    table = compare(models, train_images, test_images, A, B, sigmas=sigmas,
+                    n_measurements=args.n_measurements or profile.n_test, seed=profile.seed,
+                    progress=not args.quiet, keep_images=True, device=device)
+    print(format_table(table))
+    out = Path(args.out)
+    save_results(table, out)
+    imgs = table.images.get(("test", sigmas[0]))
+    if imgs:
+        save_comparison_figure(out / "compare.png", imgs["measurement"], next(iter(imgs["networks"].values())),
+                               next(iter(imgs["lemmse"].values())), imgs["truth"])
+    print(f"results: {out}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -210,17 +285,32 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_bench)
 
-    try:
-        from .compare import add_cli_arguments
-    except ImportError:  # compare.py not available
-        add_cli_arguments = None
-    for name, func, helptext in (("train", cmd_train, "train a local CNN (checkpointed, resumable)"),
-                                 ("compare", cmd_compare, "PSNR(network, LE-MMSE) tables")):
-        p = sub.add_parser(name, help=helptext)
-        _common(p)
-        if add_cli_arguments is not None:
-            add_cli_arguments(name, p)
-        p.set_defaults(func=func)
+    p = sub.add_parser("train", help="train a local CNN (checkpointed, resumable)")
+    _common(p)
+    p.add_argument("--arch", choices=["resnet", "unet", "patchmlp"], default="resnet")
+    p.add_argument("--problem", choices=operators.PROBLEMS, default="denoising")
+    p.add_argument("--B", default=None, help="pre-inverse: none, adjoint, pinv, tikhonov:EPS, eps-mask:EPS")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--width", type=int, default=None)
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--sigma-min", type=float, default=None)
+    p.add_argument("--sigma-max", type=float, default=None)
+    p.add_argument("--compile", action="store_true", help="torch.compile on CUDA")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--out", default="runs/resnet", help="run folder")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="PSNR(network, LE-MMSE) tables for trained runs")
+    _common(p)
+    p.add_argument("runs", nargs="+", help="run folders written by lemmse train")
+    p.add_argument("--sigmas", type=float, nargs="+", default=None)
+    p.add_argument("--n-measurements", type=int, default=None)
+    p.add_argument("--out", default="lemmse_out/compare")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
