@@ -12,7 +12,9 @@ engine of :mod:`lemmse_lite.engine`:
 Conventions: ``y`` is the *raw* measurement ``A x + e`` of shape (B, C, H, W); the estimators apply
 the pre-inverse ``B`` themselves (``B=None``: physics-agnostic). ``train`` is a tensor (N, C, H, W)
 or an iterable of such tensors, streamed chunk by chunk to ``y``'s device (the only data moved).
-``sigma`` is a float or a (B,) tensor. Computation is in float32 (float64 if ``y`` is float64).
+``sigma`` is a float or a (B,) tensor. LE-MMSE computes in float32 (float64 if ``y`` is float64);
+MMSE and E-MMSE score whole images in float64 (their distances cancel badly in float32 and they
+are cheap) and return ``y``'s dtype.
 """
 
 from __future__ import annotations
@@ -187,20 +189,28 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size):
     idx = idx[:g_count]
     feasible = _feasible_images(zs, B if Bd is None else Bd, Bd)
     q = zs if W is None else W(zs)
-    q = q.reshape(bsz * g_count, n)
-    centre = q.mean(0)
-    q = q - centre
-    inv_var = (1.0 / sig**2).repeat_interleave(g_count)
-    q_aug = augment_queries(q, inv_var, -0.5 * (q * q).sum(1) * inv_var)
+    # Whole-image distances cancel badly in float32 (norms of hundreds with an ε-mask, where B⁺
+    # scales the holes by 1/ε), and these estimators are cheap next to LE-MMSE: score in float64.
+    work = torch.float64
+    q = q.reshape(bsz * g_count, n).to(work)
+    inv_var = (1.0 / sig.to(work) ** 2).repeat_interleave(g_count)
     rows = torch.nonzero(feasible).squeeze(1)
 
     if chunk_size is None:
         chunk_size = max(1, DEFAULT_MAX_MEMORY // (n * 4 * 4))
-    state = SoftmaxState(bsz * g_count, n, y.device, dtype)
+    state = SoftmaxState(bsz * g_count, n, y.device, work)
+    q_aug = centre = None
     for _, chunk in training_chunks(train, (c, h, w), chunk_size, y.device, dtype):
         meas = A(chunk) if Bop is None else Bop(A(chunk))
-        keys = (meas if W is None else W(meas)).reshape(len(chunk), n) - centre
-        stream_scores(state, rows, q_aug[rows], augment_keys(keys), chunk.reshape(len(chunk), n))
+        keys = (meas if W is None else W(meas)).reshape(len(chunk), n).to(work)
+        if q_aug is None:
+            # centre on the first training key: the queries that matter lie near the keys, while
+            # the query mean can sit far away (ε-mask: misaligned shifts carry z/ε); fixed by the
+            # first image alone, so the rounding does not depend on the chunking
+            centre = keys[0].clone()
+            qc = q[rows] - centre
+            q_aug = augment_queries(qc, inv_var[rows], -0.5 * (qc * qc).sum(1) * inv_var[rows])
+        stream_scores(state, rows, q_aug, augment_keys(keys - centre), chunk.reshape(len(chunk), n).to(work))
 
     # merge the per-shift softmaxes: weight of shift g ∝ exp(m_g) d_g
     log_mass = (state.m + torch.log(state.d)).reshape(bsz, g_count)
@@ -208,12 +218,12 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size):
     if torch.isneginf(log_mass.amax(1)).any():
         raise ValueError("no shift of the measurement is feasible (in the range of B)")
     pi = torch.softmax(log_mass, dim=1)  # (B, G)
-    means = (state.num / state.d.clamp_min(torch.finfo(dtype).tiny)[:, None]).reshape(bsz, g_count, c, h * w)
+    means = (state.num / state.d.clamp_min(torch.finfo(work).tiny)[:, None]).reshape(bsz, g_count, c, h * w)
     means = torch.nan_to_num(means)
     # T_g applied to each mean: (T_g u)[n] = u[n − g] = u[idx[g, n]]
     shifted = torch.gather(means, 3, idx[None, :, None, :].expand(bsz, g_count, c, h * w))
     out = (pi[:, :, None, None] * shifted).sum(1)
-    return out.reshape(bsz, c, h, w)
+    return out.reshape(bsz, c, h, w).to(dtype)
 
 
 def mmse(y, train, sigma, A=None, B=None, chunk_size=None) -> torch.Tensor:

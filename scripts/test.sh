@@ -28,6 +28,6 @@ fi
 
 if [ -f book/myst.yml ]; then
     echo "== book content build"
-    (cd book && jupyter book build --site --ci > ../book-build.log 2>&1) || true
+    (cd book && jupyter book build --site > ../book-build.log 2>&1) || true
     python scripts/check_book_log.py book-build.log
 fi
