@@ -77,7 +77,7 @@ def nearest_training(x: torch.Tensor, train, shifts: bool = False, chunk_size: i
 
 
 def effective_patches_pass(run, log_norm: torch.Tensor, top_score: torch.Tensor, tau: float, dtype,
-                           bins: int = 256, max_passes: int = 8) -> torch.Tensor:
+                           bins: int = 4096, max_passes: int = 8) -> torch.Tensor:
     """``N_eff(τ)`` for every query (THEORY.md §6) by passes of ``run`` (which streams every score
     block to a consumer) over log-weight histograms.
 
