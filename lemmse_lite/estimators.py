@@ -60,7 +60,10 @@ def _check_chunk(chunk, shape, name="train") -> torch.Tensor:
     if not isinstance(chunk, torch.Tensor):
         raise TypeError(f"{name} must be a tensor (N, C, H, W) or an iterable of such tensors, "
                         f"got an element of type {type(chunk).__name__}")
-    check_images(chunk, name)
+    if chunk.dim() != 4:
+        raise ValueError(f"{name} must have 4 dimensions (N, C, H, W), got shape {tuple(chunk.shape)}")
+    if not chunk.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {chunk.dtype}")
     if tuple(chunk.shape[1:]) != tuple(shape):
         raise ValueError(f"{name} images have shape {tuple(chunk.shape[1:])} but the measurements y "
                          f"have shape {tuple(shape)} (channels, height, width must match)")
@@ -82,8 +85,11 @@ def training_chunks(train, shape, chunk_size: int, device, dtype) -> Iterator[tu
     for part in source:
         _check_chunk(part, shape)
         for c0 in range(0, len(part), chunk_size):
-            chunk = part[c0 : c0 + chunk_size].to(device=device, dtype=dtype)
-            yield start, chunk
+            chunk = part[c0 : c0 + chunk_size]
+            # finiteness per chunk: a whole-tensor check would allocate ~2x the training set
+            if not torch.isfinite(chunk).all():
+                raise ValueError(f"train contains NaN or Inf values (images {start}..{start + len(chunk) - 1})")
+            yield start, chunk.to(device=device, dtype=dtype)
             start += len(chunk)
     if start == 0:
         raise ValueError("train is empty: expected at least one training image")
