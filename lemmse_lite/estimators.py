@@ -268,7 +268,7 @@ class PatchGroup:
         if self.select is not None:
             return v[..., self.select] * self.scale
         if self.L is not None:
-            return v @ self.L.T
+            return (v.to(self.L.dtype) @ self.L.T).to(v.dtype)
         return v
 
 
@@ -283,7 +283,7 @@ def _groups_fourier(B, c, h, w, P, device, dtype):
     L1 = (U[:, keep] / lam[keep].sqrt()).T  # (r1, P²)
     L = torch.block_diag(*([L1] * c))  # channels are independent: I_C ⊗ L1
     logdet = c * 0.5 * torch.log(lam[keep]).sum().item()
-    return [PatchGroup(torch.arange(h * w, device=device), L.shape[0], logdet, L=L.to(device, dtype))]
+    return [PatchGroup(torch.arange(h * w, device=device), L.shape[0], logdet, L=L.to(device, torch.float64))]
 
 
 def _groups_diagonal(B, c, h, w, P, device, dtype):
@@ -311,7 +311,7 @@ def _groups_dense(Bd, c, h, w, P, device, dtype):
         Ur, sr = U[:, keep], s[keep]
         groups.append(PatchGroup(
             torch.tensor([m], device=device), int(keep.sum()), torch.log(sr).sum().item(),
-            L=(Ur / sr).T.to(device, dtype), basis=Ur.to(device, dtype),
+            L=(Ur / sr).T.to(device, torch.float64), basis=Ur.to(device, dtype),
         ))
     return groups
 
@@ -427,8 +427,13 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
     if chunk_size is None:
         chunk_size = _default_chunk(h * w, d, max_memory)
 
-    z = y if B is None else B(y)
     groups = patch_groups(B, (c, h, w), patch_size, y.device, dtype)
+    # A dense whitening (equivariant or general B) can amplify float32 rounding of B y by
+    # 1/s_min (e.g. B = Aᵀ of a blur): apply B and whiten in float64, then score in float32.
+    precise = any(g.L is not None for g in groups)
+    if precise:
+        y = y.double()
+    z = y if B is None else B(y)
     v = extract_patches(z, patch_size).reshape(bsz * h * w, d)
     stratum = _stratum(groups, v)
     inv_var = (1.0 / sig**2).repeat_interleave(h * w)  # (Q,)
@@ -443,7 +448,7 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
         if len(rows) == 0:
             plans.append(None)
             continue
-        q = g.whiten(v[rows])
+        q = g.whiten(v[rows]).to(dtype)
         # Centre on the queries located in the group itself: they are the ones near the group's
         # keys, so both sides keep small norms and ‖q‖² + ‖k‖² − 2 q·k keeps float32 accuracy.
         # (All rows would be pulled away by far, irrelevant queries, e.g. with the ε-mask where
@@ -458,7 +463,7 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
     def run(consumer):
         n_seen = 0
         for start, chunk in training_chunks(train, (c, h, w), chunk_size, y.device, dtype):
-            meas = A(chunk) if B is None else B(A(chunk))
+            meas = A(chunk) if B is None else B(A(chunk.double() if precise else chunk))
             keys_all = extract_patches(meas, patch_size)  # (Nc, H·W, D)
             values_all = centre_pixels(chunk)  # (Nc, H·W, C)
             image_ids = torch.arange(start, start + len(chunk), device=y.device)
@@ -466,7 +471,7 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
                 if plan is None:
                     continue
                 rows, q_aug, centre = plan
-                k = g.whiten(keys_all[:, g.locations]).reshape(len(chunk) * len(g.locations), g.rank)
+                k = g.whiten(keys_all[:, g.locations]).reshape(len(chunk) * len(g.locations), g.rank).to(dtype)
                 vals = values_all[:, g.locations].reshape(-1, c)
                 ids = (image_ids[:, None] * (h * w) + g.locations[None]).reshape(-1)
                 stream_scores(consumer, rows, q_aug, augment_keys(k - centre), vals, ids)
