@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 # Cache-sized score blocks on CPU: exp runs several times faster on a block that stays in cache
 # than on a large freshly allocated array. On a GPU, small blocks make the run launch-bound.
-QUERY_BLOCK = 256
+QUERY_BLOCK = 1024
 KEY_BLOCK = 1024
 CUDA_QUERY_BLOCK = 16384
 CUDA_KEY_BLOCK = 16384
