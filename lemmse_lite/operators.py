@@ -21,6 +21,8 @@ from typing import Callable
 
 import torch
 
+from .checks import check_sigma
+
 RANK_TOL = 1e-6  # THEORY.md §4.2: a singular value counts when s > RANK_TOL * s_max
 
 
@@ -373,6 +375,26 @@ def as_operator(op, name: str = "A") -> Operator:
     if callable(op):
         return LinearOperator(op, name=name)
     raise TypeError(f"{name} must be None, a lemmse_lite Operator or a linear callable, got {type(op).__name__}")
+
+
+# ----------------------------------------------------------------------------- measurements
+
+def measure(A, x: torch.Tensor, sigma, generator: torch.Generator | int = 0) -> torch.Tensor:
+    """The one measurement simulator of the package: ``y = A x + σ e``, ``e ~ N(0, I)``.
+
+    x: (B, C, H, W); sigma: float or (B,) tensor (one level per image); ``A=None`` is the identity.
+    ``generator``: a ``torch.Generator`` (the noise is drawn on its device, then moved to
+    ``x.device``, so a CPU generator gives the same noise on any device) or an int seed for a
+    fresh CPU generator. Returns (B, C, H, W) in ``x``'s dtype."""
+    check_images(x)
+    if isinstance(generator, bool) or not isinstance(generator, (int, torch.Generator)):
+        raise TypeError(f"generator must be a torch.Generator or an int seed, got {type(generator).__name__}")
+    if isinstance(generator, int):
+        generator = torch.Generator().manual_seed(generator)
+    sig = check_sigma(sigma, x.shape[0], x.device, x.dtype)
+    noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype)
+    ax = x if A is None else A(x)
+    return ax + sig[:, None, None, None] * noise.to(x.device)
 
 
 # ----------------------------------------------------------------------------- masks and kernels

@@ -1,0 +1,59 @@
+"""Input checks shared by every module of the package (the lowest layer: imports torch only).
+
+Each check raises a one-line ``TypeError``/``ValueError`` that names the argument and says what
+was expected; callers pass the name the user typed (a CLI passes its flag, e.g. ``"--sigma"``).
+One rule per idea: σ is validated here and nowhere else, so the estimators and the networks
+accept and reject exactly the same noise levels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["check_odd", "check_positive_int", "check_sigma"]
+
+
+def check_positive_int(value, name: str, allow_none: bool = False):
+    """``value`` must be an int ≥ 1 (not a bool); ``None`` passes when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_odd(value, name: str, minimum: int = 1) -> int:
+    """``value`` must be an odd int ≥ ``minimum`` (patch sizes, receptive fields)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum or value % 2 == 0:
+        raise ValueError(f"{name} must be an odd integer >= {minimum}, got {value}")
+    return value
+
+
+def check_sigma(sigma, batch: int, device=None, dtype=torch.float64, name: str = "sigma") -> torch.Tensor:
+    """The noise level: a float or a (B,) / 0-d floating tensor, every entry positive and finite
+    -> (B,) tensor on ``device`` in ``dtype``.
+
+    σ = 0 is refused everywhere: the estimators' softmax temperature 2σ² and the networks' log σ
+    embedding are both undefined there (no silent clamp)."""
+    if isinstance(sigma, bool):
+        raise TypeError(f"{name} must be a float or a tensor of shape (B,), got bool")
+    if isinstance(sigma, (int, float)):
+        if not math.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"{name} must be positive and finite, got {sigma!r}")
+        return torch.full((batch,), float(sigma), dtype=dtype, device=device)
+    if not isinstance(sigma, torch.Tensor):
+        raise TypeError(f"{name} must be a float or a tensor of shape (B,), got {type(sigma).__name__}")
+    if not sigma.is_floating_point():
+        raise TypeError(f"{name} must be a float or a floating-point tensor of shape (B,), got dtype {sigma.dtype}")
+    if sigma.dim() == 0:
+        sigma = sigma.reshape(1).expand(batch)
+    elif sigma.shape != (batch,):
+        raise ValueError(f"{name} must be a float or a tensor of shape ({batch},), got shape {tuple(sigma.shape)}")
+    if not torch.isfinite(sigma).all() or (sigma <= 0).any():
+        bad = sigma[~(torch.isfinite(sigma) & (sigma > 0))][:3].tolist()
+        raise ValueError(f"{name} must be positive and finite, got {bad} among its entries")
+    return sigma.to(device=device if device is not None else sigma.device, dtype=dtype)
