@@ -1,16 +1,17 @@
-"""Networks with a receptive field of exactly ``P x P`` (THEORY.md §7).
+"""Networks with a receptive field of exactly ``P x P`` (``course/06_training.md``, ``eq-receptive-field``).
 
 Three families, all with circular padding, all called as ``model(z, sigma) -> x_hat``:
 
 * :class:`LocalResNet` -- ``(P-1)/2`` stride-1 3x3 convolutions, everything else 1x1. Local and
-  equivariant to **every** circular shift, so its population optimum is the LE-MMSE (§4).
+  equivariant to **every** circular shift, so its population optimum is the LE-MMSE (``course/04_locality.md``, ``eq-lemmse``).
 * :class:`LocalUNet` -- a one-level U-Net (stride-2 down/up). Equivariant to shifts by **multiples
   of 2 only**; its receptive field depends on the output pixel's parity but never leaves the
-  centred ``P x P`` window. Its optimum is LE-MMSE restricted to ``m = n (mod 2)`` (§7).
+  centred ``P x P`` window. Its optimum is LE-MMSE restricted to ``m = n (mod 2)`` (``course/07_networks_vs_theory.md``, ``eq-sublattice``).
 * :class:`PatchMLP` -- unfold the ``C x P x P`` circular patch, shared per-pixel MLP, centre pixel.
 
 ``z`` is ``(B, C, H, W)`` (the pre-inverted measurement ``B y``), ``sigma`` a float or a ``(B,)``
-tensor; it enters through a small embedding that modulates every block (FiLM: per-channel scale
+tensor, positive and finite (validated by :func:`lemmse_lite.checks.check_sigma`, the estimators'
+rule: ``sigma <= 0`` or NaN is a ``ValueError``, never silently clamped); it enters through a small embedding that modulates every block (FiLM: per-channel scale
 and shift), so one network serves a range of noise levels. No normalisation layer pools over
 space (it would break locality). :func:`receptive_field` *measures* the support of one output
 pixel's gradient; :func:`receptive_field_all_parities` does it at every position modulo the
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .checks import check_odd, check_positive_int, check_sigma
 
 __all__ = [
     "MODELS",
@@ -41,11 +44,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- building blocks
-def _check_patch_size(patch_size, minimum=1):
-    if not isinstance(patch_size, int) or patch_size < minimum or patch_size % 2 == 0:
-        raise ValueError(f"patch_size must be an odd int >= {minimum}, got {patch_size!r}")
-
-
 def _check_channels(channels):
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
@@ -54,18 +52,6 @@ def _check_channels(channels):
 def _conv(cin, cout, kernel, stride=1):
     """Conv with circular padding ``kernel // 2`` (output pixel centred on its input window)."""
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, padding_mode="circular")
-
-
-def _sigma_tensor(sigma, batch, device, dtype):
-    """float / 0-d / ``(B,)`` sigma -> ``(B,)`` tensor (clamped to >= 1e-4 for the log)."""
-    s = torch.as_tensor(sigma, device=device, dtype=dtype)
-    if s.ndim == 0:
-        s = s.expand(batch)
-    if s.shape != (batch,):
-        raise ValueError(
-            f"sigma must be a float or a ({batch},) tensor, got shape {tuple(s.shape)}"
-        )
-    return s.clamp_min(1e-4)
 
 
 class SigmaEmbedding(nn.Module):
@@ -112,8 +98,9 @@ class _Base(nn.Module):
 
     def _setup(self, patch_size, channels, width, depth, emb_dim):
         _check_channels(channels)
-        if width < 1 or depth < 0:
-            raise ValueError(f"width must be >= 1 and depth >= 0, got {width}, {depth}")
+        check_positive_int(width, "width")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+            raise ValueError(f"depth must be an integer >= 0, got {depth!r}")
         self.patch_size, self.channels, self.width, self.depth = patch_size, channels, width, depth
         self.config = {
             "family": type(self).__name__,
@@ -142,7 +129,7 @@ class _Base(nn.Module):
         p = self.patch_size
         if min(z.shape[-2:]) < p:
             raise ValueError(f"image {tuple(z.shape[-2:])} is smaller than patch_size {p}")
-        return self.embed(_sigma_tensor(sigma, z.shape[0], z.device, z.dtype))
+        return self.embed(check_sigma(sigma, z.shape[0], z.device, z.dtype))
 
     def _trunk(self, h, emb):
         """FiLM the head features, then run the residual blocks."""
@@ -158,7 +145,7 @@ class _Base(nn.Module):
 
 # ----------------------------------------------------------------------------- the three families
 class LocalResNet(_Base):
-    """Residual CNN with receptive field exactly ``P x P`` (THEORY.md §7).
+    """Residual CNN with receptive field exactly ``P x P`` (``course/06_training.md``, ``eq-receptive-field``).
 
     Layout: 3x3 head conv, ``(P-1)/2 - 1`` residual blocks with a 3x3 conv, ``depth`` residual
     blocks with 1x1 convs only, 1x1 output conv, global skip ``x_hat = z + ...``. Stride 1 and
@@ -172,7 +159,7 @@ class LocalResNet(_Base):
 
     def __init__(self, patch_size=5, channels=1, width=48, depth=2, emb_dim=None):
         super().__init__()
-        _check_patch_size(patch_size)
+        check_odd(patch_size, "patch_size")
         emb = self._setup(patch_size, channels, width, depth, emb_dim)
         n3 = (patch_size - 1) // 2  # number of 3x3 layers
         self.head = _conv(channels, width, 3 if n3 else 1)
@@ -187,7 +174,7 @@ class LocalResNet(_Base):
 class PatchMLP(_Base):
     """Per-pixel MLP on the unfolded circular ``C x P x P`` patch -> centre pixel estimate.
 
-    The first layer is a linear map of the flattened patch ``Pi_n z`` (THEORY.md §1), implemented
+    The first layer is a linear map of the flattened patch ``Pi_n z`` (``course/04_locality.md``, ``eq-local``), implemented
     as a ``P x P`` convolution on the circularly padded image (the same arithmetic as
     ``unfold`` + ``Linear``, without the unfolded copy). Then ``depth`` residual 1x1 (per-pixel)
     blocks and a linear read-out, ``x_hat[n] = z[n] + MLP(Pi_n z, sigma)``. Receptive field exactly
@@ -196,7 +183,7 @@ class PatchMLP(_Base):
 
     def __init__(self, patch_size=5, channels=1, width=128, depth=2, emb_dim=None):
         super().__init__()
-        _check_patch_size(patch_size)
+        check_odd(patch_size, "patch_size")
         emb = self._setup(patch_size, channels, width, depth, emb_dim)
         self.head = _conv(channels, width, patch_size)
         self.blocks = nn.ModuleList(FiLMBlock(width, 1, emb) for _ in range(depth))
@@ -215,7 +202,7 @@ def unet_plan(patch_size):
     3x3 conv). The coarse path then reaches ``e + 2k + a + 1 = r`` pixels at odd positions and
     ``r - 1`` at even ones (per axis, symmetric); the full-resolution skip reaches ``e <= r``.
     """
-    _check_patch_size(patch_size, minimum=3)
+    check_odd(patch_size, "patch_size", minimum=3)
     r = (patch_size - 1) // 2
     down = 1 if r >= 2 else 0
     rest = r - 1 - down
@@ -242,7 +229,7 @@ class LocalUNet(_Base):
 
     Equivariance: exact only for circular shifts by **multiples of 2** (``shift_stride = 2``); an
     odd shift changes which pixels are on the coarse grid. Its optimum is therefore the LE-MMSE
-    restricted to ``m = n (mod 2)`` with a parity-dependent window (§7), so it is expected to
+    restricted to ``m = n (mod 2)`` with a parity-dependent window (``course/07_networks_vs_theory.md``, ``eq-sublattice``), so it is expected to
     agree less with the plain LE-MMSE than the stride-1 families do.
 
     Shapes: ``z`` ``(B, C, H, W)`` with ``H, W`` even and ``>= P``; ``sigma`` float or ``(B,)``;

@@ -1,24 +1,34 @@
-"""Training a network for an inverse problem (THEORY.md §7), with resumable atomic checkpoints.
+"""Training a network for an inverse problem (``course/06_training.md``, ``eq-training-loss``),
+with resumable atomic checkpoints and the run-folder format of ``lemmse train``.
 
-One step: ``x ~ D`` (uniform minibatch of the training set), ``sigma ~ U[sigma_min, sigma_max]``
-per example, ``y = A x + sigma e``, ``z = B y``, loss ``mean (N_w(z, sigma) - x)^2``. Its
-population optimum over a local equivariant class is the LE-MMSE (§4).
+One step (:func:`train_step`): ``x ~ D`` (uniform minibatch of the training set, drawn by
+:func:`sample_batch`), ``sigma ~ U[sigma_min, sigma_max]`` per example, ``y = A x + sigma e``
+(:func:`lemmse_lite.operators.measure`), ``z = B y``, loss ``mean (N_w(z, sigma) - x)^2``. Its
+population optimum over a local equivariant class is the LE-MMSE (``course/04_locality.md``,
+``eq-lemmse``).
 
-Optimiser: AdamW, linear warm-up then cosine decay, gradient clipping, an exponential moving
-average (EMA) of the weights -- the EMA weights are what ``train`` leaves in the model. bfloat16
-autocast and ``torch.compile`` are used on CUDA only.
+The pieces: :class:`TrainConfig` (frozen hyper-parameters), :class:`TrainState` (model, EMA
+model, optimiser, scheduler, generator, history, accumulators; ``state_dict`` /
+``load_state_dict`` are the checkpoint), :func:`train_step`, and :func:`train`, which runs the
+loop with checkpoints. Optimiser: AdamW, linear warm-up then cosine decay, gradient clipping, an
+exponential moving average (EMA) of the weights -- the EMA weights are what ``train`` leaves in
+the model. bfloat16 autocast and ``torch.compile`` are used on CUDA only.
 
 Reproducibility: every random draw (minibatch, sigma, noise) comes from one ``torch.Generator``
-whose state is checkpointed with the model, EMA, optimiser, scheduler, step and history, so a run
-that is killed and resumed gives the same history and weights as an uninterrupted one (same
-device). Checkpoints are written atomically (temporary file in the same folder, fsync,
-``os.replace``); a corrupt or mismatched checkpoint raises :class:`CheckpointError` and is never
-overwritten.
+on the training device whose state is checkpointed with the rest of the state, so a run that is
+killed and resumed gives the same history and weights as an uninterrupted one (same device).
+Checkpoints are written atomically (temporary file in the same folder, fsync, ``os.replace``); a
+corrupt or mismatched checkpoint raises :class:`CheckpointError` and is never overwritten.
+
+Run folder (:func:`save_run` / :func:`load_run`): ``model.pt`` (``{"meta", "state_dict"}``, the
+EMA weights and the model's config), ``history.json`` (``{"meta", "history"}``) and
+``checkpoint.pt`` (the resumable :class:`TrainState`, see :func:`checkpoint_path`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,14 +40,133 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-__all__ = ["CheckpointError", "TrainHistory", "load_checkpoint", "save_checkpoint", "train"]
+from .checks import check_positive_int
+from .models import make_model
+from .operators import measure
+
+__all__ = [
+    "CheckpointError",
+    "TrainConfig",
+    "TrainHistory",
+    "TrainState",
+    "checkpoint_path",
+    "fingerprint",
+    "load_checkpoint",
+    "load_run",
+    "sample_batch",
+    "save_checkpoint",
+    "save_run",
+    "train",
+    "train_step",
+]
 
 CHECKPOINT_FORMAT = "lemmse_lite.training/1"
+RUN_MODEL, RUN_HISTORY, RUN_CHECKPOINT = "model.pt", "history.json", "checkpoint.pt"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used: unreadable, not ours, or written for a different run."""
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (frozen; ``dataclasses.replace`` to change one).
+
+    ``sigma_range``: ``(sigma_min, sigma_max)`` with ``0 < min <= max`` (or one float); sigma is
+    uniform per example. ``steps``, ``batch_size`` (drawn with replacement), ``lr``: peak
+    learning rate of AdamW (``weight_decay``), reached after ``warmup`` steps (``None``:
+    ``min(100, steps // 20)``) and decayed with a cosine to 0 at ``steps``. ``ema``: EMA decay
+    of the weights (``0``/``None``: no averaging). ``clip``: max global gradient norm (``None``:
+    no clipping). ``amp``: bfloat16 autocast (``None``: on CUDA only; CUDA only). ``compile``:
+    ``torch.compile`` the forward pass (CUDA only, otherwise ignored). ``seed``: the one
+    generator behind every random draw. ``log_every``: history interval (``None``:
+    ``max(1, steps // 100)``). ``checkpoint_every``: steps between checkpoints. ``device``:
+    ``None`` = ``"cuda"`` if available, else ``"cpu"``.
+    """
+
+    sigma_range: tuple = (0.05, 0.3)
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int | None = None
+    ema: float | None = 0.999
+    clip: float | None = 1.0
+    amp: bool | None = None
+    compile: bool = False
+    seed: int = 0
+    log_every: int | None = None
+    checkpoint_every: int = 500
+    device: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "sigma_range", _check_sigma_range(self.sigma_range))
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
+        check_positive_int(self.log_every, "log_every", allow_none=True)
+        for name in ("lr", "weight_decay", "ema", "clip"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)
+                                      or value < 0 or (name == "lr" and value == 0)):
+                raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {value!r}")
+        if self.ema is not None and self.ema >= 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
+        if self.warmup is not None and (not isinstance(self.warmup, int) or self.warmup < 0):
+            raise ValueError(f"warmup must be an int >= 0, got {self.warmup!r}")
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the ``None`` defaults (warmup, log_every, ema, amp, device) filled in."""
+        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cuda = device.type == "cuda"
+        amp = cuda if self.amp is None else bool(self.amp)
+        if amp and not cuda:
+            raise ValueError("amp (bfloat16 autocast) is only supported on CUDA here")
+        return dataclasses.replace(
+            self,
+            warmup=min(100, self.steps // 20) if self.warmup is None else self.warmup,
+            log_every=max(1, self.steps // 100) if self.log_every is None else self.log_every,
+            ema=float(self.ema or 0.0),
+            amp=amp,
+            device=str(device),
+        )
+
+    def hyper(self) -> dict:
+        """The fields a resumed run must share with its checkpoint (part of the fingerprint)."""
+        keys = ("steps", "batch_size", "lr", "weight_decay", "warmup", "ema", "clip", "amp", "seed",
+                "log_every")
+        return {"sigma_range": list(self.sigma_range), **{k: getattr(self, k) for k in keys}}
+
+
+def _check_sigma_range(sigma_range):
+    """``(lo, hi)`` or one number -> ``(float lo, float hi)`` with ``0 < lo <= hi``, finite."""
+    pair = (sigma_range, sigma_range) if isinstance(sigma_range, (int, float)) else sigma_range
+    try:
+        lo, hi = (float(v) for v in pair)
+    except (TypeError, ValueError):
+        raise ValueError(f"sigma_range must be (sigma_min, sigma_max), got {sigma_range!r}") from None
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise ValueError(
+            f"sigma_range must be (sigma_min, sigma_max) with 0 < min <= max, finite, got {sigma_range!r}"
+        )
+    return (lo, hi)
+
+
+def _make_config(config, positional, overrides) -> TrainConfig:
+    """``config`` (default ``TrainConfig()``) with the positional arguments of :func:`train` that
+    were given and the keyword ``overrides`` applied; unknown names are a ``TypeError``."""
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"train() got unknown argument(s) {', '.join(unknown)}; "
+                        f"valid names: {', '.join(sorted(names))}")
+    changes = {k: v for k, v in positional.items() if v is not None}
+    return dataclasses.replace(config or TrainConfig(), **changes, **overrides)
 
 
 @dataclass
@@ -162,7 +291,44 @@ def _fingerprint(model, images, A, B, hyper):
     return json.loads(json.dumps(fp))  # tuples -> lists, as they come back from a checkpoint
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- fingerprint
+def _tensor_digest(t):
+    data = t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _operator_signature(op, shape):
+    """Name and a behavioural checksum: the operator applied to a fixed pseudo-random probe."""
+    if op is None:
+        return "identity (None)"
+    gen = torch.Generator().manual_seed(1234)
+    probe = torch.rand(1, *shape, generator=gen, dtype=torch.float64)
+    weights = torch.rand(1, *shape, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        out = op(probe).double().cpu()
+    return f"{type(op).__name__}: {float(out.sum()):.6e} {float((out * weights).sum()):.6e}"
+
+
+def _model_signature(model):
+    config = getattr(model, "config", None) or {"family": type(model).__name__}
+    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return {**config, "parameters": hashlib.sha256(shapes.encode()).hexdigest()[:16]}
+
+
+def fingerprint(model, images, A, B, config: TrainConfig) -> dict:
+    """What identifies a run (architecture, data, operators, ``config.hyper()``): a resumed run
+    must match its checkpoint's. ``config`` must be :meth:`TrainConfig.resolved`."""
+    fp = {
+        "model": _model_signature(model),
+        "data": f"{tuple(images.shape)} {_tensor_digest(images)}",
+        "A": _operator_signature(A, images.shape[1:]),
+        "B": _operator_signature(B, images.shape[1:]),
+        **config.hyper(),
+    }
+    return json.loads(json.dumps(fp))  # tuples -> lists, as they come back from a checkpoint
+
+
+# ----------------------------------------------------------------------------- state
 def _lr_lambda(steps, warmup):
     """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``steps``."""
 
@@ -174,6 +340,76 @@ def _lr_lambda(steps, warmup):
     return f
 
 
+@dataclass
+class TrainState:
+    """Everything a run changes: ``model``, ``ema_model``, ``optimizer``, ``scheduler``,
+    ``generator`` (every random draw), ``history`` and the accumulators of the current logging
+    window (``loss_sum`` (0-d float64 tensor), ``n_steps``, ``seconds``). ``forward`` is the
+    (possibly compiled) model call; it is not part of the state dict."""
+
+    model: torch.nn.Module
+    ema_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    generator: torch.Generator
+    history: TrainHistory
+    loss_sum: torch.Tensor
+    n_steps: int = 0
+    seconds: float = 0.0
+    forward: object = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, model, config: TrainConfig, fingerprint_: dict | None = None) -> TrainState:
+        """Fresh state for ``model`` (moved to ``config.device`` in place); ``config`` resolved."""
+        device = torch.device(config.device)
+        model.to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        compiled = config.compile and device.type == "cuda"
+        return cls(
+            model=model,
+            ema_model=copy.deepcopy(model).requires_grad_(False),
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.steps, config.warmup)),
+            generator=torch.Generator(device=device).manual_seed(config.seed),
+            history=TrainHistory(steps=config.steps, fingerprint=fingerprint_ or {}, model=model),
+            loss_sum=torch.zeros((), dtype=torch.float64, device=device),
+            forward=torch.compile(model) if compiled else model,
+        )
+
+    def state_dict(self) -> dict:
+        """The checkpoint content (format tag, weights, optimiser, RNG states, history)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "ema": self.ema_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": self.history.as_dict(),
+            "accumulator": {"loss": self.loss_sum.detach().cpu(), "n": self.n_steps, "time": self.seconds},
+            "fingerprint": self.history.fingerprint,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from :meth:`state_dict`; ``KeyError``/``RuntimeError``/... if inconsistent.
+
+        The optimiser state is deep-copied: ``Optimizer.load_state_dict`` would otherwise keep
+        the very tensors of an in-memory ``state`` (same device and dtype), and two states would
+        then update the same moment buffers."""
+        self.model.load_state_dict(state["model"])
+        self.ema_model.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        for k in ("step", "loss", "lr", "time", "completed", "total_time"):
+            setattr(self.history, k, state["history"][k])
+        self.loss_sum.copy_(state["accumulator"]["loss"])
+        self.n_steps, self.seconds = state["accumulator"]["n"], state["accumulator"]["time"]
+
+
+# ----------------------------------------------------------------------------- one step
 @torch.no_grad()
 def _ema_update(ema_model, model, decay, step):
     d = min(decay, (1 + step) / (10 + step))  # short-run friendly warm-up of the EMA
@@ -183,6 +419,56 @@ def _ema_update(ema_model, model, decay, step):
         be.copy_(b)
 
 
+def sample_batch(state: TrainState, images: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """A minibatch ``x`` ``(batch_size, C, H, W)`` drawn uniformly with replacement from
+    ``images`` ``(N, C, H, W)`` (same device as the state) with the state's generator."""
+    idx = torch.randint(images.shape[0], (config.batch_size,), generator=state.generator,
+                        device=state.generator.device)
+    return images[idx]
+
+
+def train_step(state: TrainState, x: torch.Tensor, A, B, config: TrainConfig) -> torch.Tensor:
+    """One optimisation step of ``eq-training-loss`` (``course/06_training.md``) on the clean
+    minibatch ``x`` ``(B, C, H, W)``: ``sigma ~ U[sigma_min, sigma_max]`` ``(B,)``,
+    ``y = A x + sigma e`` (:func:`~lemmse_lite.operators.measure`, the state's generator),
+    ``z = B y``, loss ``mean (N(z, sigma) - x)^2``; AdamW step, scheduler step, EMA update,
+    accumulators. ``config`` resolved. Returns the (detached) loss."""
+    lo, hi = config.sigma_range
+    gen = state.generator
+    sigma = lo + (hi - lo) * torch.rand(x.shape[0], generator=gen, device=gen.device)
+    y = measure(A, x, sigma, gen)
+    z = B(y) if B is not None else y
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.amp):
+        out = (state.forward or state.model)(z, sigma)
+    loss = F.mse_loss(out.float(), x)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.clip:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.clip)
+    step = state.history.completed
+    state.optimizer.step()
+    state.scheduler.step()
+    if config.ema:
+        _ema_update(state.ema_model, state.model, config.ema, step)
+    state.loss_sum += loss.detach().double()
+    state.n_steps += 1
+    state.history.completed = step + 1
+    return loss.detach()
+
+
+def _log(state: TrainState, lr: float, bar) -> None:
+    """Close the logging window: append mean loss / lr / seconds per step to the history."""
+    hist, n = state.history, state.n_steps
+    hist.step.append(hist.completed)
+    hist.loss.append(float(state.loss_sum) / n)
+    hist.lr.append(float(lr))
+    hist.time.append(state.seconds / n)
+    state.loss_sum.zero_()
+    state.n_steps, state.seconds = 0, 0.0
+    bar.set_postfix(loss=f"{hist.loss[-1]:.3g}", lr=f"{lr:.2g}")
+
+
+# ----------------------------------------------------------------------------- train
 def _check_images(images, model):
     if isinstance(images, (list, tuple)):
         images = torch.cat(list(images))
@@ -194,59 +480,72 @@ def _check_images(images, model):
     return images
 
 
-def _check_sigma_range(sigma_range):
-    lo, hi = (sigma_range, sigma_range) if isinstance(sigma_range, (int, float)) else sigma_range
-    lo, hi = float(lo), float(hi)
-    if not 0 <= lo <= hi:
-        raise ValueError(
-            f"sigma_range must be (sigma_min, sigma_max) with 0 <= min <= max, got {sigma_range!r}"
+def _check_until(until, steps, checkpoint):
+    until = steps if until is None else int(until)
+    if not 0 <= until <= steps:
+        raise ValueError(f"until must be in [0, steps={steps}], got {until}")
+    if until < steps and checkpoint is None:
+        raise ValueError("until < steps stops the run early: give a checkpoint to resume from")
+    return until
+
+
+def _open_checkpoint(state: TrainState, path, resume, overwrite) -> None:
+    """Resume from ``path`` when asked and it exists; refuse to replace it unless ``overwrite``."""
+    if path is None or not path.exists():
+        return
+    if not resume:
+        if overwrite:
+            return
+        raise CheckpointError(
+            f"checkpoint {path} already exists; pass resume=True to continue that run or "
+            "overwrite=True to start afresh and replace it (it was left untouched)"
         )
-    return lo, hi
+    saved = load_checkpoint(path)
+    diff = _fingerprint_mismatch(saved.get("fingerprint", {}), state.history.fingerprint)
+    if diff:
+        raise CheckpointError(
+            f"checkpoint {path} was written for a different run (left untouched); mismatch in "
+            + "; ".join(diff)
+        )
+    try:
+        state.load_state_dict(saved)
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} is incomplete or inconsistent ({exc}); it was left untouched"
+        ) from exc
 
 
-# ----------------------------------------------------------------------------- train
-def train(
-    model,
-    images,
-    A=None,
-    B=None,
-    sigma_range=(0.05, 0.3),
-    steps=1000,
-    batch_size=32,
-    lr=2e-3,
-    *,
-    device=None,
-    seed=0,
-    ema=0.999,
-    clip=1.0,
-    amp=None,
-    compile=False,
-    weight_decay=1e-4,
-    warmup=None,
-    checkpoint=None,
-    checkpoint_every=500,
-    resume=False,
-    overwrite=False,
-    until=None,
-    progress=True,
-    log_every=None,
-):
-    """Train ``model`` to map ``z = B(A x + sigma e)`` (and ``sigma``) to ``x`` (THEORY.md §7).
+def _run_steps(state, images, A, B, config, until, path, progress) -> None:
+    """Steps ``history.completed .. until - 1``, logging and checkpointing on schedule."""
+    hist = state.history
+    bar = tqdm(total=config.steps, initial=hist.completed, disable=not progress, desc="train", leave=False)
+    t_start = time.perf_counter()
+    for _ in range(hist.completed, until):
+        t0 = time.perf_counter()
+        step_lr = state.optimizer.param_groups[0]["lr"]
+        train_step(state, sample_batch(state, images, config), A, B, config)
+        state.seconds += time.perf_counter() - t0
+        if hist.completed % config.log_every == 0 or hist.completed == config.steps:
+            _log(state, step_lr, bar)
+        bar.update(1)
+        if path is not None and hist.completed % config.checkpoint_every == 0 and hist.completed < until:
+            save_checkpoint(path, state.state_dict())
+    bar.close()
+    hist.total_time += time.perf_counter() - t_start
+
+
+def train(model, images, A=None, B=None, sigma_range=None, steps=None, batch_size=None, lr=None, *,
+          config: TrainConfig | None = None, checkpoint=None, resume=False, overwrite=False, until=None,
+          progress=True, **overrides):
+    """Train ``model`` to map ``z = B(A x + sigma e)`` (and ``sigma``) to ``x``
+    (``course/06_training.md``, ``eq-training-loss``).
 
     Args:
-        model: ``model(z, sigma) -> x_hat`` on ``(B, C, H, W)``; moved to ``device`` in place.
+        model: ``model(z, sigma) -> x_hat`` on ``(B, C, H, W)``; moved to the device in place.
         images: training set, float tensor ``(N, C, H, W)`` in [0, 1].
         A, B: forward operator and pre-inverse, callables on ``(B, C, H, W)``; ``None`` = identity.
-        sigma_range: ``(sigma_min, sigma_max)`` (or one float); sigma is uniform per example.
-        steps, batch_size, lr: optimisation length, minibatch size (drawn with replacement), peak
-            learning rate of AdamW (``weight_decay``), reached after ``warmup`` steps (default
-            ``min(100, steps // 20)``) and decayed with a cosine to 0 at ``steps``.
-        device: default ``"cuda"`` if available, else ``"cpu"``.
-        seed: seeds the one generator behind every random draw.
-        ema: EMA decay of the weights (``0``/``None``: no averaging).
-        clip: max global gradient norm (``None``: no clipping).
-        amp: bfloat16 autocast; default (and only allowed) on CUDA.
-        compile: ``torch.compile`` the forward pass (CUDA only, otherwise ignored).
+        sigma_range, steps, batch_size, lr: as in :class:`TrainConfig` (``None``: the config's).
+        config: a :class:`TrainConfig` (default ``TrainConfig()``).
         checkpoint: path of the checkpoint file (``None``: no checkpoints). Written every
             ``checkpoint_every`` steps and at the end.
         resume: continue from ``checkpoint`` if it exists (fresh start if it does not); its
@@ -254,7 +553,10 @@ def train(
         overwrite: replace an existing checkpoint instead of refusing (when ``resume=False``).
         until: stop after this step (``<= steps``), keeping the schedule of ``steps`` -- a planned
             interruption; call again with ``resume=True`` to continue. Needs ``checkpoint``.
-        progress: tqdm progress bar. log_every: history interval (default ``max(1, steps // 100)``).
+        progress: tqdm progress bar.
+        **overrides: any other :class:`TrainConfig` field (``device``, ``seed``, ``ema``, ``clip``,
+            ``amp``, ``compile``, ``weight_decay``, ``warmup``, ``log_every``,
+            ``checkpoint_every``); an unknown name is a ``TypeError``.
 
     Returns:
         :class:`TrainHistory`; ``history.model`` is ``model``, which now holds the EMA weights.
@@ -263,160 +565,54 @@ def train(
         CheckpointError: unreadable/foreign checkpoint, fingerprint mismatch, or an existing file
             with ``resume=False`` and ``overwrite=False``. The file is left untouched.
     """
+    positional = {"sigma_range": sigma_range, "steps": steps, "batch_size": batch_size, "lr": lr}
+    config = _make_config(config, positional, overrides).resolved()
     images = _check_images(images, model)
-    lo, hi = _check_sigma_range(sigma_range)
-    if steps < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(
-            f"steps, batch_size and lr must be positive, got {steps}, {batch_size}, {lr}"
-        )
-    until = steps if until is None else int(until)
-    if not 0 <= until <= steps:
-        raise ValueError(f"until must be in [0, steps={steps}], got {until}")
-    if until < steps and checkpoint is None:
-        raise ValueError("until < steps stops the run early: give a checkpoint to resume from")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = device.type == "cuda"
-    amp = cuda if amp is None else bool(amp)
-    if amp and not cuda:
-        raise ValueError("amp (bfloat16 autocast) is only supported on CUDA here")
-    warmup = min(100, steps // 20) if warmup is None else int(warmup)
-    log_every = max(1, steps // 100) if log_every is None else int(log_every)
-    ema = float(ema or 0.0)
-
-    hyper = {
-        "sigma_range": [lo, hi],
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "warmup": warmup,
-        "ema": ema,
-        "clip": clip,
-        "amp": amp,
-        "seed": seed,
-        "log_every": log_every,
-    }
-    fingerprint = _fingerprint(model, images, A, B, hyper)
-
-    model.to(device).train()
-    images = images.to(device)
-    ema_model = copy.deepcopy(model).requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, warmup))
-    gen = torch.Generator(device=device).manual_seed(seed)
-    hist = TrainHistory(steps=steps, fingerprint=fingerprint, model=model)
-    acc = {"loss": torch.zeros((), dtype=torch.float64, device=device), "n": 0, "time": 0.0}
-
+    until = _check_until(until, config.steps, checkpoint)
+    state = TrainState.create(model, config, fingerprint(model, images, A, B, config))
     path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        if resume:
-            _restore(
-                path, fingerprint, model, ema_model, optimizer, scheduler, gen, hist, acc, device
-            )
-        elif not overwrite:
-            raise CheckpointError(
-                f"checkpoint {path} already exists; pass resume=True to continue that run or "
-                "overwrite=True to start afresh and replace it (it was left untouched)"
-            )
-
-    def save():
-        if path is not None:
-            save_checkpoint(path, _state(model, ema_model, optimizer, scheduler, gen, hist, acc))
-
-    forward = torch.compile(model) if (compile and cuda) else model
-    N = images.shape[0]
-    bar = _progress_bar(steps, hist.completed, progress)
-    t_start = time.perf_counter()
-    for step in range(hist.completed, until):
-        t0 = time.perf_counter()
-        idx = torch.randint(N, (batch_size,), generator=gen, device=device)
-        x = images[idx]
-        sigma = lo + (hi - lo) * torch.rand(batch_size, generator=gen, device=device)
-        noise = torch.randn(x.shape, generator=gen, device=device)
-        y = (A(x) if A is not None else x) + sigma[:, None, None, None] * noise
-        z = B(y) if B is not None else y
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out = forward(z, sigma)
-        loss = F.mse_loss(out.float(), x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        step_lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        if ema:
-            _ema_update(ema_model, model, ema, step)
-        acc["loss"] += loss.detach().double()
-        acc["n"] += 1
-        acc["time"] += time.perf_counter() - t0
-        hist.completed = step + 1
-        if hist.completed % log_every == 0 or hist.completed == steps:
-            _log(hist, acc, step_lr, bar)
-        bar.update(1)
-        if path is not None and hist.completed % checkpoint_every == 0 and hist.completed < until:
-            save()
-    bar.close()
-    hist.total_time += time.perf_counter() - t_start
-    save()
-    if ema:
-        model.load_state_dict(ema_model.state_dict())
+    _open_checkpoint(state, path, resume, overwrite)
+    _run_steps(state, images.to(config.device), A, B, config, until, path, progress)
+    if path is not None:
+        save_checkpoint(path, state.state_dict())
+    if config.ema:
+        model.load_state_dict(state.ema_model.state_dict())
     model.eval()
-    return hist
+    return state.history
 
 
-def _log(hist, acc, lr, bar):
-    n = acc["n"]
-    hist.step.append(hist.completed)
-    hist.loss.append(float(acc["loss"]) / n)
-    hist.lr.append(float(lr))
-    hist.time.append(acc["time"] / n)
-    acc["loss"].zero_()
-    acc["n"], acc["time"] = 0, 0.0
-    bar.set_postfix(loss=f"{hist.loss[-1]:.3g}", lr=f"{lr:.2g}")
+# ----------------------------------------------------------------------------- run folder
+def checkpoint_path(run_dir) -> Path:
+    """The resumable checkpoint of a run folder: ``run_dir / "checkpoint.pt"``."""
+    return Path(run_dir) / RUN_CHECKPOINT
 
 
-def _progress_bar(total, initial, enabled):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="train", leave=False)
-
-
-def _state(model, ema_model, optimizer, scheduler, gen, hist, acc):
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model": model.state_dict(),
-        "ema": ema_model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "generator": gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "history": hist.as_dict(),
-        "accumulator": {"loss": acc["loss"].detach().cpu(), "n": acc["n"], "time": acc["time"]},
-        "fingerprint": hist.fingerprint,
-    }
+def save_run(run_dir, model, history: TrainHistory, meta: dict) -> Path:
+    """Write ``model.pt`` (``{"meta", "state_dict"}``: ``meta`` must hold ``"config"``, the
+    model's ``config`` dict) and ``history.json`` into ``run_dir`` (created). Returns the folder."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    meta = {"config": dict(model.config), **meta}
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint(run / RUN_MODEL, {"meta": meta, "state_dict": weights})
+    text = json.dumps({"meta": meta, "history": history.as_dict()}, indent=1)
+    (run / RUN_HISTORY).write_text(text)
+    return run
 
 
-def _restore(path, fingerprint, model, ema_model, optimizer, scheduler, gen, hist, acc, device):
-    state = load_checkpoint(path)
-    diff = _fingerprint_mismatch(state.get("fingerprint", {}), fingerprint)
-    if diff:
-        raise CheckpointError(
-            f"checkpoint {path} was written for a different run (left untouched); mismatch in "
-            + "; ".join(diff)
-        )
+def load_run(run_dir, device="cpu"):
+    """Rebuild a model saved by :func:`save_run` (``lemmse train``): returns ``(model, meta)``,
+    the model in eval mode on ``device``. ``FileNotFoundError`` naming the folder if not a run."""
+    path = Path(run_dir) / RUN_MODEL
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder of lemmse train (no {RUN_MODEL})")
     try:
-        model.load_state_dict(state["model"])
-        ema_model.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        for k in ("step", "loss", "lr", "time", "completed", "total_time"):
-            setattr(hist, k, state["history"][k])
-        acc["loss"].copy_(state["accumulator"]["loss"])
-        acc["n"], acc["time"] = state["accumulator"]["n"], state["accumulator"]["time"]
-    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise CheckpointError(
-            f"checkpoint {path} is incomplete or inconsistent ({exc}); it was left untouched"
-        ) from exc
+        saved = torch.load(path, map_location=device, weights_only=True)
+        meta = saved["meta"]
+        cfg = dict(meta["config"])
+        model = make_model(cfg.pop("family"), **cfg)
+        model.load_state_dict(saved["state_dict"])
+    except Exception as exc:  # corrupt file, missing keys, other architecture
+        raise CheckpointError(f"{path} is not a usable lemmse_lite run ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from exc
+    return model.to(device).eval(), meta

@@ -1,4 +1,4 @@
-"""Receptive fields (measured) and shift equivariance of the three network families (THEORY §7)."""
+"""Receptive fields (measured) and shift equivariance of the three network families (course/06_training.md, eq-receptive-field)."""
 
 import pytest
 import torch
@@ -14,13 +14,7 @@ from lemmse_lite.models import (
 PATCH_SIZES = (3, 5, 7, 9)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is ~30x faster than two on a loaded 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is much faster
 
 
 def _model(family, P, channels=1):
@@ -119,3 +113,25 @@ def test_bad_arguments():
         _model("unet", 3)(torch.rand(1, 1, 9, 9), 0.1)
     with pytest.raises(ValueError, match="smaller"):
         _model("resnet", 7)(torch.rand(1, 1, 5, 5), 0.1)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -0.1, float("nan"), float("inf")])
+def test_sigma_is_validated_not_clamped(sigma):
+    """The networks accept exactly the noise levels the estimators accept (checks.check_sigma)."""
+    model = _model("resnet", 3)
+    z = torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="sigma must be positive and finite"):
+        model(z, sigma)
+    with pytest.raises(ValueError, match="sigma must be positive and finite"):
+        model(z, torch.tensor([0.1, sigma]))
+    with pytest.raises(TypeError, match="sigma"):
+        model(z, True)
+
+
+def test_width_depth_and_patch_size_types():
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        make_model("resnet", patch_size=3, width=0)
+    with pytest.raises(ValueError, match="depth must be an integer >= 0"):
+        make_model("resnet", patch_size=3, depth=-1)
+    with pytest.raises(TypeError, match="patch_size must be an int"):
+        make_model("unet", patch_size=5.0)

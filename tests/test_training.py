@@ -1,21 +1,27 @@
-"""train(): loss decreases, kill-and-resume is exact, checkpoints are atomic and guarded."""
+"""train() and its pieces (TrainConfig, TrainState, train_step, run folders): loss decreases, kill-and-resume is exact, checkpoints are atomic and guarded."""
 
+import json
 import os
 
 import pytest
 import torch
 
 from lemmse_lite.models import LocalResNet, LocalUNet
-from lemmse_lite.training import CheckpointError, load_checkpoint, train
+from lemmse_lite.operators import measure
+from lemmse_lite.training import (
+    CheckpointError,
+    TrainConfig,
+    TrainState,
+    load_checkpoint,
+    load_run,
+    sample_batch,
+    save_run,
+    train,
+    train_step,
+)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is much faster than two on a loaded 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is much faster
 
 
 def _images(n=8, size=16):
@@ -38,6 +44,7 @@ KW = {
     "log_every": 3,
     "progress": False,
 }
+KW_CONFIG = {k: v for k, v in KW.items() if k != "progress"}
 
 
 class Identity:
@@ -149,3 +156,83 @@ def test_bad_arguments():
         train(_model(), torch.rand(4, 3, 8, 8), steps=2, progress=False)
     with pytest.raises(ValueError, match="amp"):
         train(_model(), _images(), steps=2, amp=True, device="cpu", progress=False)
+
+    with pytest.raises(ValueError, match="sigma_range"):
+        train(_model(), _images(), sigma_range=(0.0, 0.1), steps=2, progress=False)  # sigma > 0
+
+
+def test_config_is_frozen_validated_and_overrides_are_checked():
+    cfg = TrainConfig(steps=40)
+    with pytest.raises(Exception):
+        cfg.steps = 3  # frozen
+    r = cfg.resolved()
+    assert (r.warmup, r.log_every, r.device) == (2, 1, "cpu") and r.amp is False
+    assert r.hyper()["sigma_range"] == [0.05, 0.3]
+    for bad in ({"steps": 0}, {"batch_size": -1}, {"lr": 0.0}, {"ema": 1.0}, {"warmup": -1},
+                {"sigma_range": (0.1, float("nan"))}, {"log_every": 0}):
+        name = next(iter(bad))
+        with pytest.raises(ValueError, match=name):
+            TrainConfig(**bad)
+    with pytest.raises(TypeError, match="unknown argument.*bogus.*valid names"):
+        train(_model(), _images(), steps=2, bogus=1, progress=False)
+    with pytest.raises(TypeError, match="config must be a TrainConfig"):
+        train(_model(), _images(), config={"steps": 2}, progress=False)
+
+
+def test_config_object_equals_keyword_arguments():
+    """train(config=TrainConfig(...)) and the keyword form are the same run."""
+    a, b = _model(), _model()
+    ha = train(a, _images(), config=TrainConfig(**KW_CONFIG), progress=False)
+    hb = train(b, _images(), **KW_CONFIG, progress=False)
+    assert ha.loss == hb.loss and _same_weights(a, b)
+
+
+def test_train_step_matches_the_formula():
+    """One step by hand: the noise is operators.measure's with the state's generator, the loss is
+    mean (N(z, sigma) - x)^2 of eq-training-loss, evaluated before the update."""
+    cfg = TrainConfig(sigma_range=(0.1, 0.2), steps=5, batch_size=4, ema=0, clip=None).resolved()
+    model, images = _model(), _images()
+    state = TrainState.create(model, cfg)
+    twin = TrainState.create(_model(), cfg)  # same weights, same generator seed
+    x = sample_batch(state, images, cfg)
+    idx = torch.randint(images.shape[0], (4,), generator=twin.generator)
+    assert torch.equal(x, images[idx])
+    sigma = 0.1 + 0.1 * torch.rand(4, generator=twin.generator)
+    y = measure(None, x, sigma, twin.generator)
+    with torch.no_grad():
+        expected = float(((twin.model(y, sigma) - x) ** 2).mean())
+    loss = train_step(state, x, None, None, cfg)
+    assert abs(float(loss) - expected) < 1e-6
+    assert state.history.completed == 1 and state.n_steps == 1
+    assert not _same_weights(state.model, twin.model)  # the optimiser stepped
+
+
+def test_state_dict_round_trip():
+    cfg = TrainConfig(steps=6, batch_size=4).resolved()
+    images = _images()
+    a = TrainState.create(_model(), cfg)
+    for _ in range(3):
+        train_step(a, sample_batch(a, images, cfg), None, None, cfg)
+    b = TrainState.create(_model(), cfg)
+    b.load_state_dict(a.state_dict())
+    for s in (a, b):
+        for _ in range(3):
+            train_step(s, sample_batch(s, images, cfg), None, None, cfg)
+    assert _same_weights(a.model, b.model) and _same_weights(a.ema_model, b.ema_model)
+    assert float(a.loss_sum) == float(b.loss_sum) and b.history.completed == 6
+
+
+def test_run_folder_round_trip(tmp_path):
+    model = _model()
+    hist = train(model, _images(), steps=3, batch_size=4, progress=False)
+    save_run(tmp_path / "run", model, hist, {"problem": "denoising"})
+    back, meta = load_run(tmp_path / "run")
+    assert meta["problem"] == "denoising" and meta["config"]["family"] == "LocalResNet"
+    assert _same_weights(back, model) and not back.training
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["history"]["completed"] == 3
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        load_run(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a usable lemmse_lite run"):
+        load_run(tmp_path / "bad")
