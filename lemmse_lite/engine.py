@@ -1,11 +1,12 @@
-"""The one streaming softmax engine shared by the three estimators (THEORY.md §5).
+"""The one streaming softmax engine shared by the three estimators (`course/05_closed_form.md`,
+`eq-attention`).
 
 Every estimator of the package is a softmax-weighted average of values over keys::
 
     out[q] = Σ_k exp(s[q, k]) v[k] / Σ_k exp(s[q, k]),      s[q, k] = q_aug[q] · k_aug[k]
 
 with *augmented* vectors that fold the per-key bias ``−‖k‖²/2``, the noise temperature ``1/σ²``
-and any per-query constant into one matrix product (the attention view of THEORY.md §5)::
+and any per-query constant into one matrix product (the attention view, `eq-attention`)::
 
     q_aug = [q/σ², 1/σ², c_q],   k_aug = [k, −‖k‖²/2, 1],   so  s = (q·k − ‖k‖²/2)/σ² + c_q.
 
@@ -13,29 +14,71 @@ Keys arrive in chunks (the training set is streamed), so the softmax is computed
 maximum ``m``, denominator ``d = Σ exp(s − m)`` and numerator ``Σ exp(s − m) v`` per query, rescaled
 when ``m`` grows. Memory is set by the block sizes, never by the number of keys.
 
-Optional trackers give the diagnostics of THEORY.md §6: the arg-max key (source map) and the
-running top-k scores. A second pass with the final log-normaliser counts weights above thresholds
-(effective number of patches).
+How the scores are blocked is an explicit :class:`EngineConfig` passed down by the caller (no
+module state): :func:`default_engine` picks the CPU or CUDA defaults from the device. Optional
+trackers give the diagnostics of `course/08_generalisation.md` (`eq-n-eff`): the arg-max key and the
+running top-k scores; any other consumer with the same ``update`` method (the N_eff passes of
+:mod:`lemmse_lite.diagnostics`) can be fed the same score blocks.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-# Cache-sized score blocks on CPU: exp runs several times faster on a block that stays in cache
-# than on a large freshly allocated array. On a GPU, small blocks make the run launch-bound.
-QUERY_BLOCK = 1024
-KEY_BLOCK = 1024
-CUDA_QUERY_BLOCK = 16384
-CUDA_KEY_BLOCK = 16384
-# Opt-in (LEMMSE_FUSED=1): on CUDA a plain softmax pass (no top-k) runs PyTorch's fused
-# memory-efficient attention kernel in float32 (never the float16 flash kernel). Not yet measured
-# on a GPU against the float64 reference, hence off by default; benchmarks/gpu.py checks it.
-USE_FUSED_CUDA = os.environ.get("LEMMSE_FUSED", "0") == "1"
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How :func:`stream_scores` blocks the score matrix.
+
+    ``query_block × key_block`` scores are computed and consumed at a time. On CPU, cache-sized
+    blocks keep ``exp`` fast (it runs several times faster on a block that stays in cache than on a
+    large freshly allocated array); on a GPU small blocks make the run launch-bound. ``fused``
+    (CUDA, float32, plain softmax without top-k): use PyTorch's fused memory-efficient attention
+    kernel (never the float16 flash kernel); a failure falls back to the blocked path for that
+    block, with a warning, and changes nothing else."""
+
+    query_block: int = 1024
+    key_block: int = 1024
+    fused: bool = False
+
+    def __post_init__(self):
+        for name in ("query_block", "key_block"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.fused, bool):
+            raise TypeError(f"fused must be a bool, got {type(self.fused).__name__}")
+
+
+# The defaults, in one place (the only tuning knobs of the engine).
+CPU_ENGINE = EngineConfig(query_block=1024, key_block=1024, fused=False)
+CUDA_ENGINE = EngineConfig(query_block=16384, key_block=16384, fused=False)
+
+
+def default_engine(device) -> EngineConfig:
+    """The default :class:`EngineConfig` for ``device`` (a ``torch.device`` or string):
+    :data:`CPU_ENGINE`, or on CUDA :data:`CUDA_ENGINE` with ``fused`` switched on when the
+    environment variable ``LEMMSE_FUSED=1`` is set (read here, each time a default is built; off by
+    default until the fused kernel is measured on a GPU against the float64 reference —
+    ``benchmarks/gpu.py`` checks it)."""
+    if torch.device(device).type != "cuda":
+        return CPU_ENGINE
+    fused = os.environ.get("LEMMSE_FUSED", "0") == "1"
+    return EngineConfig(CUDA_ENGINE.query_block, CUDA_ENGINE.key_block, fused)
+
+
+def check_engine(engine, device) -> EngineConfig:
+    """``None`` -> :func:`default_engine`; an :class:`EngineConfig` as is; anything else refused."""
+    if engine is None:
+        return default_engine(device)
+    if not isinstance(engine, EngineConfig):
+        raise TypeError(f"engine must be an EngineConfig or None, got {type(engine).__name__}")
+    return engine
 
 
 def augment_queries(q: torch.Tensor, inv_var: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
@@ -110,31 +153,6 @@ class SoftmaxState:
         return self.num / self.d[:, None]
 
 
-class LogWeightHistogram:
-    """Second pass for the effective number of patches (THEORY.md §6): per query, the mass and count
-    of the weights ``w = exp(s − log Σ exp s)`` between consecutive log-weight ``edges`` (Q, T+1),
-    compared exactly in the working dtype (``searchsorted``), so that successive passes with
-    narrower edges see every weight on the same side of every edge. Bin 0 is below ``edges[:, 0]``,
-    bin T+1 at or above ``edges[:, T]``. ``nonzero`` counts the weights that are non-zero."""
-
-    def __init__(self, log_norm, edges):
-        self.log_norm, self.edges = log_norm, edges
-        q, n_bins = len(log_norm), edges.shape[1] + 1
-        self.mass = torch.zeros(q, n_bins, dtype=torch.float64, device=log_norm.device)
-        self.count = torch.zeros(q, n_bins, dtype=torch.float64, device=log_norm.device)
-        self.nonzero = torch.zeros(q, dtype=torch.float64, device=log_norm.device)
-
-    def update(self, rows, scores, values=None, key_ids=None):
-        logw = scores.sub_(self.log_norm[rows, None])
-        idx = torch.searchsorted(self.edges[rows], logw, right=True)
-        w = logw.exp_()
-        self.nonzero[rows] += (w > 0).sum(1, dtype=torch.float64)
-        shape = (len(w), self.mass.shape[1])
-        self.mass[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w).double()
-        self.count[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(
-            1, idx, torch.ones_like(w)).double()
-
-
 def fused_attention(q_aug: torch.Tensor, k_aug: torch.Tensor, values: torch.Tensor):
     """Softmax attention ``softmax(q_aug k_augᵀ) values`` and its log-normaliser with PyTorch's
     fused memory-efficient kernel in float32 (CUDA): (Q, E), (K, E), (K, V) -> (Q, V), (Q,).
@@ -149,29 +167,31 @@ def fused_attention(q_aug: torch.Tensor, k_aug: torch.Tensor, values: torch.Tens
     return out[0, 0, :, :nv], lse[0, 0, :nq]
 
 
+def _fused_ok(consumer, q_aug, values, engine: EngineConfig) -> bool:
+    return (engine.fused and q_aug.is_cuda and type(consumer) is SoftmaxState and not consumer.top_k
+            and q_aug.dtype == torch.float32 and max(q_aug.shape[1], values.shape[1]) <= 128)
+
+
 def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_aug: torch.Tensor,
                   values: torch.Tensor, key_ids: torch.Tensor | None = None,
-                  query_block: int | None = None, key_block: int | None = None):
+                  engine: EngineConfig | None = None):
     """Feed ``consumer.update`` every score block ``q_aug[qb] @ k_aug[kb].T``.
 
     ``rows`` maps local query positions to the consumer's query indices (a slice ``start:stop`` or
     a long tensor); ``values`` is (K, V). Key blocks are the outer loop so that each block of keys
-    is transposed once and one score buffer is reused (fresh large allocations are slow on CPU)."""
-    nq, nk = len(q_aug), len(k_aug)
-    global USE_FUSED_CUDA
-    if (q_aug.is_cuda and USE_FUSED_CUDA and type(consumer) is SoftmaxState and not consumer.top_k
-            and q_aug.dtype == torch.float32 and max(q_aug.shape[1], values.shape[1]) <= 128):
+    is transposed once and one score buffer is reused (fresh large allocations are slow on CPU).
+    ``engine``: block sizes and the fused switch (default: :func:`default_engine` of the device)."""
+    engine = check_engine(engine, q_aug.device)
+    if _fused_ok(consumer, q_aug, values, engine):
         try:
             out, lse = fused_attention(q_aug, k_aug, values)
-        except RuntimeError as err:  # kernel unavailable for this shape/GPU: use the blocked path
-            warnings.warn(f"fused attention unavailable ({err}); using the blocked engine")
-            USE_FUSED_CUDA = False
+        except RuntimeError as err:  # kernel unavailable for this shape/GPU: blocked path, this call
+            warnings.warn(f"fused attention unavailable ({err}); using the blocked engine for this block")
         else:
             consumer.merge(rows, out, lse)
             return
-    if q_aug.is_cuda:
-        query_block, key_block = query_block or CUDA_QUERY_BLOCK, key_block or CUDA_KEY_BLOCK
-    query_block, key_block = query_block or QUERY_BLOCK, key_block or KEY_BLOCK
+    nq, nk = len(q_aug), len(k_aug)
+    query_block, key_block = engine.query_block, engine.key_block
     buf = torch.empty(min(query_block, nq) * min(key_block, nk), dtype=q_aug.dtype, device=q_aug.device)
     for k0 in range(0, nk, key_block):
         k1 = min(k0 + key_block, nk)

@@ -1,9 +1,11 @@
-"""Image metrics and the diagnostics of THEORY.md §6 that need more than one softmax pass.
+"""Image metrics.
 
-* :func:`psnr` — peak signal-to-noise ratio in dB (peak 1, THEORY.md §8);
+* :func:`psnr` — peak signal-to-noise ratio in dB (peak 1; `course/00_inverse_problems.md`);
 * :func:`nearest_training` — distance to the nearest training image, optionally over all circular
-  shifts (memorisation, §6);
-* :func:`effective_patches_pass` — ``N_eff(τ)`` by refining log-weight histograms (§6).
+  shifts (memorisation; `course/02_memorisation.md`, `course/08_generalisation.md`).
+
+The diagnostics of an LE-MMSE call (log-density, source map, N_eff) live in
+:mod:`lemmse_lite.diagnostics`; ``effective_patches_pass`` is re-exported here for old imports.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from typing import NamedTuple
 
 import torch
 
-from .engine import LogWeightHistogram
+from .checks import check_positive_int
+from .diagnostics import effective_patches_pass
 from .operators import check_images
+from .streaming import training_chunks
+
+__all__ = ["Nearest", "effective_patches_pass", "nearest_training", "psnr"]
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
@@ -44,11 +50,8 @@ def nearest_training(x: torch.Tensor, train, shifts: bool = False, chunk_size: i
     ``shifts=True`` ``min_{i,g} ‖x − T_g x_i‖²/n`` over all circular shifts (float64, FFT correlation).
 
     x: (B, C, H, W); train: (N, C, H, W) or an iterable of such tensors."""
-    from .estimators import training_chunks
-
     check_images(x, "x")
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_positive_int(chunk_size, "chunk_size")
     xb = x.double()
     bsz, c, h, w = x.shape
     n = c * h * w
@@ -74,45 +77,3 @@ def nearest_training(x: torch.Tensor, train, shifts: bool = False, chunk_size: i
         shift = torch.where(better[:, None], torch.stack([g // w, g % w], 1), shift)
     mse = best.clamp_min(0) / n
     return Nearest(mse, 10 * torch.log10(1.0 / mse), index, shift)
-
-
-def effective_patches_pass(run, log_norm: torch.Tensor, top_score: torch.Tensor, tau: float, dtype,
-                           bins: int = 4096, max_passes: int = 8) -> torch.Tensor:
-    """``N_eff(τ)`` for every query (THEORY.md §6) by passes of ``run`` (which streams every score
-    block to a consumer) over log-weight histograms.
-
-    Each pass splits, per query, the interval ``[lo, hi)`` of log-weights that holds the weight at
-    which the sorted cumulative mass first reaches ``τ − 1e-6`` into ``bins`` bins, and keeps the
-    bin where that happens. Edges are compared exactly in ``dtype``, so after a few passes the bin
-    is one representable log-weight wide (or holds one weight); the count is then the weights above
-    the bin plus the fewest bin weights (all equal at the working precision) that close the gap.
-    ``τ = 1`` counts the non-zero weights in one pass."""
-    tiny = math.log(torch.finfo(dtype).tiny * torch.finfo(dtype).eps)  # log of the smallest subnormal
-    lo = torch.full_like(log_norm, tiny, dtype=torch.float64)
-    hi = (top_score - log_norm).double() + 1e-3  # just above the largest log-weight
-    if tau >= 1:
-        hist = LogWeightHistogram(log_norm, torch.stack([lo, hi], 1).to(dtype))
-        run(hist)
-        return hist.nonzero.round().long()
-    target = tau - 1e-6
-    steps = torch.linspace(0, 1, bins + 1, dtype=torch.float64, device=log_norm.device)
-    for _ in range(max_passes):
-        edges = (lo[:, None] + (hi - lo)[:, None] * steps[None]).to(dtype)  # (Q, bins + 1)
-        hist = LogWeightHistogram(log_norm, edges)
-        run(hist)
-        tail_mass = hist.mass.flip(1).cumsum(1).flip(1)  # mass at or above bin j
-        tail_count = hist.count.flip(1).cumsum(1).flip(1)
-        # the bin j ∈ 1..bins with the largest j whose tail mass reaches the target
-        j = ((tail_mass[:, 1 : bins + 1] >= target).sum(1)).clamp(min=1)[:, None]
-        above_mass = tail_mass.gather(1, j + 1).squeeze(1)
-        above_count = tail_count.gather(1, j + 1).squeeze(1)
-        bin_mass = hist.mass.gather(1, j).squeeze(1)
-        bin_count = hist.count.gather(1, j).squeeze(1)
-        lo_new, hi_new = edges.gather(1, j - 1).squeeze(1), edges.gather(1, j).squeeze(1)
-        done = (bin_count <= 1) | (torch.nextafter(lo_new, hi_new) >= hi_new)
-        lo, hi = lo_new.double(), hi_new.double()
-        if done.all():
-            break
-    mean_w = bin_mass / bin_count.clamp_min(1)
-    need = torch.ceil((target - above_mass).clamp_min(0) / mean_w.clamp_min(1e-300) - 1e-9)
-    return (above_count + torch.minimum(need, bin_count)).long()

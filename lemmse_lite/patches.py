@@ -1,4 +1,5 @@
-"""Circular patches, centre pixels and shifts (THEORY.md §1, §8).
+"""Circular patches, centre pixels, shifts and per-class windows (`course/04_locality.md`,
+`eq-local`; the sub-lattice windows of `course/07_networks_vs_theory.md`, `eq-sublattice`).
 
 ``Π_n`` extracts the ``C×P×P`` patch centred on pixel ``n`` with circular wrap; features are
 ordered ``(c, di, dj)`` row-major with ``di, dj ∈ {−P//2, …, P//2}``. Pixel locations are flat
@@ -10,13 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .checks import check_odd
+
 
 def check_patch_size(patch_size, h: int, w: int) -> int:
-    """``patch_size`` must be an odd positive int with ``P ≤ min(H, W)`` (THEORY.md §8)."""
-    if not isinstance(patch_size, int) or isinstance(patch_size, bool):
-        raise TypeError(f"patch_size must be an int, got {type(patch_size).__name__}")
-    if patch_size <= 0 or patch_size % 2 == 0:
-        raise ValueError(f"patch_size must be a positive odd integer, got {patch_size}")
+    """``patch_size`` must be an odd positive int with ``P ≤ min(H, W)`` (beyond that a patch
+    overlaps itself; `course/04_locality.md`, `eq-local`)."""
+    check_odd(patch_size, "patch_size")
     if patch_size > min(h, w):
         raise ValueError(f"patch_size must be at most min(H, W) = {min(h, w)}, got {patch_size}")
     return patch_size
@@ -60,3 +61,51 @@ def shift(x: torch.Tensor, g) -> torch.Tensor:
 def all_shifts(h: int, w: int) -> list[tuple[int, int]]:
     """Every circular shift of an (h, w) image, in flat order ``g = gi·w + gj``."""
     return [(gi, gj) for gi in range(h) for gj in range(w)]
+
+
+# ----------------------------------------------------------------------------- sub-lattice windows
+
+def _check_class_key(key, stride: int | None = None) -> tuple[int, int]:
+    if (not isinstance(key, tuple) or len(key) != 2
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in key)):
+        raise ValueError(f"supports keys must be pixel classes (a, b) of non-negative ints, got {key!r}")
+    if stride is not None and not (key[0] < stride and key[1] < stride):
+        raise ValueError(f"supports key {key} is not a class (i mod s, j mod s) for stride s = {stride}")
+    return key
+
+
+def crop_supports(fields_hw: dict, patch_size: int) -> dict:
+    """Per-class windows ``R_c`` (`course/07_networks_vs_theory.md`, `eq-sublattice`) from measured
+    receptive fields.
+
+    ``fields_hw``: ``{(a, b): (H, W) bool}``, the receptive field of an output pixel of class
+    ``(a, b)``, rolled so that the pixel sits at ``(H//2, W//2)`` (the ``.support`` of
+    ``models.receptive_field_all_parities``). Returns ``{(a, b): (P, P) bool}``: the centred
+    ``P × P`` window, entry ``[P//2 + di, P//2 + dj]`` for offset ``(di, dj)``. Raises if a field
+    reaches outside that window (the network reads more than a ``P × P`` patch)."""
+    if not isinstance(fields_hw, dict) or not fields_hw:
+        raise TypeError("fields_hw must be a non-empty dict {(a, b): (H, W) bool tensor}")
+    r = patch_size // 2
+    out = {}
+    for key, field in fields_hw.items():
+        _check_class_key(key)
+        if not isinstance(field, torch.Tensor) or field.dim() != 2:
+            raise TypeError(f"fields_hw[{key}] must be an (H, W) tensor, got "
+                            f"{tuple(field.shape) if isinstance(field, torch.Tensor) else type(field).__name__}")
+        h, w = field.shape
+        check_patch_size(patch_size, h, w)
+        field = field.bool()
+        window = field[h // 2 - r : h // 2 + r + 1, w // 2 - r : w // 2 + r + 1].clone()
+        if int(window.sum()) != int(field.sum()):
+            raise ValueError(f"the receptive field of class {key} reaches outside the centred "
+                             f"{patch_size}x{patch_size} window; use a larger patch_size")
+        if not window.any():
+            raise ValueError(f"the receptive field of class {key} is empty")
+        out[key] = window
+    return out
+
+
+def support_features(support: torch.Tensor, channels: int) -> torch.Tensor:
+    """(P, P) bool window -> (r,) long indices of the patch features ``(c, di, dj)`` it keeps
+    (every channel at each kept offset), in the feature order of :func:`extract_patches`."""
+    return torch.nonzero(support.bool().reshape(-1).repeat(channels)).squeeze(1)

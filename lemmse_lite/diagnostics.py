@@ -1,0 +1,319 @@
+"""Diagnostics of one LE-MMSE call (`course/08_generalisation.md`, `eq-log-density`, `eq-n-eff`).
+
+* **log-density** of the patch mixture at the query, in nats (`eq-log-density`)::
+
+      log( (1/(N·L)) Σ_{kept (i, m)} p_{i,m}(v) ),
+      log p_{i,m}(v) = −‖Q_m⁺(v − μ_{i,m})‖²/(2σ²) − Σ_j log s_j(Q_m) − (r/2) log(2πσ²),
+
+  with L the number of locations m (H·W, or the class size of the sub-lattice form);
+* **source map**: the training image and location of the largest weight;
+* **effective number of patches** ``N_eff(τ)`` (`eq-n-eff`): the fewest (i, m) whose largest
+  weights sum to at least ``τ − 1e-6``; ``τ = 1`` counts the non-zero float weights.
+
+The first two come from the estimate's own softmax pass; N_eff needs the final normaliser, so
+:meth:`Diagnostics.effective_patches` streams the training set again, through the same engine and
+the same score blocks (so every score is bit-identical across passes):
+
+1. a histogram pass: per query, the log-weights ``ℓ = s − log Σ exp s`` fall into ``N_BINS``
+   arithmetic bins ``⌊(ℓ_top − ℓ)·scale⌋`` (no search), accumulating mass and count per bin; the
+   bin where the sorted cumulative mass first reaches the target is the *critical bin* (everything
+   above it is counted, its mass known);
+2. a collection pass: the log-weights of each query's critical bin are gathered and sorted exactly,
+   which gives the count. A critical bin too full to gather (near-ties) is split again by one more
+   histogram pass inside it (at most ``MAX_LEVELS`` levels; after that its weights are equal to
+   about 1e-9 relative and the count is the gap divided by their mean weight).
+
+The bins need a lower end: the K-th largest weight is at least ``(1 − target)/n_keys`` (the weights
+below it sum to more than ``1 − target`` and are at most ``n_keys``), so the critical bin always
+lies above ``log((1 − target)/n_keys)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+NEFF_SLACK = 1e-6  # N_eff(τ): fewest weights summing to ≥ τ − NEFF_SLACK (`eq-n-eff`)
+N_BINS = 2048  # arithmetic log-weight bins per histogram level
+MAX_LEVELS = 3  # histogram levels before a full critical bin is treated as ties
+COLLECT_BUDGET = 2**23  # largest number of log-weights gathered by one collection pass
+PROGRESS_DELAY = 3.0  # seconds before a pass shows a progress bar
+
+
+def log_density_constant(rank: int, sigma: torch.Tensor) -> torch.Tensor:
+    """The Gaussian normalisation of a rank-``r`` patch law (`eq-log-density`): ``−(r/2) log(2πσ²)``
+    per query; σ: (Q,) -> (Q,). Equal over a kept stratum, so it leaves the weights unchanged."""
+    return -0.5 * rank * torch.log(2 * math.pi * sigma**2)
+
+
+def log_density(log_norm: torch.Tensor, n_train: int, n_locations: torch.Tensor) -> torch.Tensor:
+    """``log((1/(N·L)) Σ p)`` from the engine's log-normaliser ``log Σ p`` (Q,) (the offsets hold
+    every term of ``log p``) and the number L (Q,) of locations each query averages over."""
+    return log_norm - torch.log(n_train * n_locations.to(log_norm.dtype))
+
+
+@dataclass
+class Diagnostics:
+    """Diagnostics of one :func:`lemmse_lite.estimators.le_mmse` call; maps have shape (B, H, W).
+
+    ``log_density``: log of the patch-mixture density at the query, nats (`eq-log-density`);
+    ``source_image``/``source_location``: training image and flat location of the largest weight;
+    ``top_weights``/``top_images``/``top_locations``: (B, H, W, k) for the k largest weights;
+    ``rank``: rank of the kept stratum. :meth:`effective_patches` streams the training set again."""
+
+    log_density: torch.Tensor
+    source_image: torch.Tensor
+    source_location: torch.Tensor
+    top_weights: torch.Tensor
+    top_images: torch.Tensor
+    top_locations: torch.Tensor
+    rank: torch.Tensor
+    n_train: int
+    _second_pass: Callable | None = field(default=None, repr=False)
+
+    def effective_patches(self, tau: float = 0.99) -> torch.Tensor:
+        """``N_eff(τ)`` per output pixel (B, H, W), long: the fewest (i, m) whose largest weights sum
+        to at least ``τ − 1e-6``; ``τ = 1``: the number of non-zero weights (`eq-n-eff`)."""
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
+            raise ValueError(f"tau must be in (0, 1], got {tau!r}")
+        if self._second_pass is None:
+            raise ValueError("effective_patches needs a re-iterable training set (a tensor or a list), "
+                             "not a one-shot iterator")
+        return self._second_pass(float(tau)).reshape(self.rank.shape)
+
+
+def build_diagnostics(state, n_train: int, n_locations: torch.Tensor, kept_rank: torch.Tensor, shape,
+                      run: Callable | None) -> Diagnostics:
+    """:class:`Diagnostics` from a finished ``SoftmaxState`` with top-k tracking (Q = B·H·W queries).
+
+    ``n_locations`` (Q,): locations per query's class; ``kept_rank`` (Q,); ``shape`` = (B, H, W);
+    ``run(consumer, progress)`` streams every score block again (``None``: one-shot training set)."""
+    hw = shape[1] * shape[2]
+    log_norm = state.log_normaliser()
+    ids = state.top_ids
+    top_log_weight = state.top_scores[:, 0] - log_norm
+    n_keys = n_train * n_locations.double()
+    second = None
+    if run is not None:
+        def second(tau):
+            return effective_patches_pass(run, log_norm, top_log_weight, n_keys, tau, n_train)
+    return Diagnostics(
+        log_density=log_density(log_norm, n_train, n_locations).reshape(shape),
+        source_image=(ids[:, 0] // hw).reshape(shape),
+        source_location=(ids[:, 0] % hw).reshape(shape),
+        top_weights=torch.exp(state.top_scores - log_norm[:, None]).reshape(*shape, -1),
+        top_images=torch.where(ids >= 0, ids // hw, -1).reshape(*shape, -1),
+        top_locations=torch.where(ids >= 0, ids % hw, -1).reshape(*shape, -1),
+        rank=kept_rank.reshape(shape),
+        n_train=n_train,
+        _second_pass=second,
+    )
+
+
+# ----------------------------------------------------------------------------- N_eff passes
+
+class _Progress:
+    """``progress(n)`` for one pass over ``total`` training images: a tqdm bar that appears only
+    when the pass lasts more than :data:`PROGRESS_DELAY` seconds."""
+
+    def __init__(self, total: int, desc: str):
+        self.bar = tqdm(total=total, desc=desc, unit="img", delay=PROGRESS_DELAY, leave=False)
+
+    def __call__(self, n_seen: int):
+        self.bar.update(n_seen - self.bar.n)
+
+    def close(self):
+        self.bar.close()
+
+
+def _run_pass(run, consumer, total: int, desc: str):
+    progress = _Progress(total, desc)
+    try:
+        run(consumer, progress)
+    finally:
+        progress.close()
+    return consumer
+
+
+class NonZeroCount:
+    """Consumer counting, per query, the weights ``exp(s − log Σ exp s)`` that are non-zero floats."""
+
+    def __init__(self, log_norm: torch.Tensor):
+        self.log_norm = log_norm
+        self.count = torch.zeros(len(log_norm), dtype=torch.long, device=log_norm.device)
+
+    def update(self, rows, scores, values=None, key_ids=None):
+        w = scores.sub_(self.log_norm[rows, None]).exp_()
+        self.count[rows] += (w > 0).sum(1)
+
+
+@dataclass
+class _Bracket:
+    """Per query (Q): the nested bins chosen so far. Level ℓ puts log-weight ``x`` in bin
+    ``⌊(ref[:, ℓ] − x)·scale[:, ℓ]⌋`` (clamped to ``0..N_BINS−1``); a weight is *inside* the bracket
+    when it lies in bin ``chosen[:, ℓ]`` at every level ``ℓ < depth``. ``above_mass/above_count``:
+    the weights before the bracket (larger); ``mode``: 0 histogram next, 1 collect next, 2 done."""
+
+    ref: torch.Tensor
+    scale: torch.Tensor
+    chosen: torch.Tensor
+    depth: torch.Tensor
+    above_mass: torch.Tensor
+    above_count: torch.Tensor
+    bin_count: torch.Tensor
+    mode: torch.Tensor
+    result: torch.Tensor
+
+
+def _bin_index(x, ref, scale):
+    """(q, k) log-weights, (q,) ref and scale -> (q, k) long bins (see :class:`_Bracket`)."""
+    return (ref[:, None] - x).mul_(scale[:, None]).floor_().clamp_(0, N_BINS - 1).long()
+
+
+class NeffPass:
+    """Consumer of one N_eff pass: a histogram of the weights inside each bracket (mode 0 queries)
+    and the exact log-weights inside the bracket (mode 1 queries), see :class:`_Bracket`."""
+
+    def __init__(self, log_norm: torch.Tensor, br: _Bracket):
+        self.log_norm, self.br = log_norm, br
+        q, dev = len(log_norm), log_norm.device
+        self.mass = torch.zeros(q, N_BINS + 1, dtype=torch.float64, device=dev)
+        self.count = torch.zeros(q, N_BINS + 1, dtype=torch.float64, device=dev)
+        self.collected_rows, self.collected = [], []
+        self.max_depth = int(br.depth.max())
+
+    def update(self, rows, scores, values=None, key_ids=None):
+        rows = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
+        br = self.br
+        mode = br.mode[rows]
+        hist, coll = mode == 0, mode == 1
+        if not bool(hist.any() | coll.any()):
+            return
+        x = scores.sub_(self.log_norm[rows, None])
+        inside = None
+        for lvl in range(self.max_depth):
+            fixed = br.depth[rows] > lvl
+            if fixed.any():
+                idx = _bin_index(x, br.ref[rows, lvl], br.scale[rows, lvl])
+                ok = ~fixed[:, None] | (idx == br.chosen[rows, lvl][:, None])
+                inside = ok if inside is None else inside & ok
+        if bool(hist.all()):  # the common first pass: no copies
+            self._histogram(rows, x, inside)
+            return
+        if hist.any():
+            self._histogram(rows[hist], x[hist], None if inside is None else inside[hist])
+        if coll.any():
+            sel = inside[coll] if inside is not None else torch.ones_like(x[coll], dtype=torch.bool)
+            local, _ = torch.nonzero(sel, as_tuple=True)
+            self.collected_rows.append(rows[coll][local].to(torch.int32))
+            self.collected.append(x[coll][sel])
+
+    def _histogram(self, rows, x, inside):
+        lvl = self.br.depth[rows]
+        idx = _bin_index(x, self.br.ref[rows, lvl], self.br.scale[rows, lvl])
+        w = x.exp()
+        shape = (len(rows), N_BINS + 1)
+        ones = torch.ones_like(w)
+        if inside is not None:  # weights outside the bracket go to the spare bin N_BINS
+            idx.masked_fill_(~inside, N_BINS)
+        self.mass[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w).double()
+        self.count[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, ones).double()
+
+
+def _new_bracket(top_log_weight, n_keys, target: float) -> _Bracket:
+    """Level-0 bins from just above the largest log-weight down to ``log((1 − target)/n_keys)``."""
+    q, dev = len(top_log_weight), top_log_weight.device
+    top = top_log_weight.double() + 1e-3
+    floor = torch.log((1.0 - target) / n_keys.clamp_min(1)) - 1.0
+    ref = torch.zeros(q, MAX_LEVELS + 1, dtype=top_log_weight.dtype, device=dev)
+    scale = torch.zeros_like(ref)
+    ref[:, 0] = top.to(ref.dtype)
+    scale[:, 0] = (N_BINS / (top - floor).clamp_min(1e-3)).to(ref.dtype)
+    zeros = torch.zeros(q, dtype=torch.long, device=dev)
+    return _Bracket(ref, scale, torch.zeros(q, MAX_LEVELS + 1, dtype=torch.long, device=dev), zeros.clone(),
+                    torch.zeros(q, dtype=torch.float64, device=dev), zeros.clone(), zeros.clone(),
+                    zeros.clone(), zeros.clone())
+
+
+def _choose_bins(br: _Bracket, consumer: NeffPass, target: float, cap: int):
+    """After a histogram pass: fix the critical bin of every mode-0 query (the first bin where the
+    cumulative mass reaches the target) and decide the next step (collect, split or ties)."""
+    rows = torch.nonzero(br.mode == 0).squeeze(1)
+    mass, count = consumer.mass[rows, :N_BINS], consumer.count[rows, :N_BINS]
+    cum = br.above_mass[rows, None] + mass.cumsum(1)
+    j = (cum < target).sum(1)
+    last = torch.where(count > 0, torch.arange(N_BINS, device=rows.device), 0).amax(1)
+    j = torch.minimum(j, last)  # target never reached (round-off): the last non-empty bin
+    lvl = br.depth[rows]
+    before = torch.arange(N_BINS, device=rows.device)[None] < j[:, None]
+    bin_mass = mass.gather(1, j[:, None]).squeeze(1)
+    br.above_mass[rows] += (mass * before).sum(1)
+    br.above_count[rows] += (count * before).sum(1).round().long()
+    br.bin_count[rows] = count.gather(1, j[:, None]).squeeze(1).round().long()
+    br.chosen[rows, lvl] = j
+    ref, scale = br.ref[rows, lvl], br.scale[rows, lvl]
+    br.ref[rows, lvl + 1] = ref - j.to(ref.dtype) / scale
+    br.scale[rows, lvl + 1] = scale * N_BINS
+    br.depth[rows] = lvl + 1
+    small = br.bin_count[rows] <= cap
+    ties = ~small & (lvl + 1 >= MAX_LEVELS)
+    br.mode[rows] = torch.where(small, 1, 0)
+    if ties.any():  # weights equal to ~1e-9 relative: the gap divided by their mean
+        t = rows[ties]
+        mean_w = bin_mass[ties] / br.bin_count[t].clamp_min(1)
+        need = torch.ceil((target - br.above_mass[t]).clamp_min(0) / mean_w.clamp_min(1e-300) - 1e-9).long()
+        br.result[t] = br.above_count[t] + torch.minimum(need.clamp_min(1), br.bin_count[t])
+        br.mode[t] = 2
+
+
+def _count_collected(br: _Bracket, consumer: NeffPass, target: float):
+    """After a collection pass: sort each mode-1 query's critical-bin weights (descending) and count
+    the fewest whose sum closes the gap to the target."""
+    rows = torch.nonzero(br.mode == 1).squeeze(1)
+    q = len(br.mode)
+    if consumer.collected:
+        who = torch.cat(consumer.collected_rows).long()
+        x = torch.cat(consumer.collected)
+        order = torch.sort(x, descending=True, stable=True).indices
+        who, x = who[order], x[order]
+        order = torch.sort(who, stable=True).indices
+        who, w = who[order], x[order].exp().double()
+        cum = w.cumsum(0)
+        starts = torch.zeros(q + 1, dtype=torch.long, device=w.device)
+        starts[1:] = torch.bincount(who, minlength=q).cumsum(0)
+        base = torch.where(starts[who] > 0, cum[(starts[who] - 1).clamp_min(0)], torch.zeros_like(cum))
+        short = br.above_mass[who] + (cum - base) < target
+        need = torch.bincount(who[short], minlength=q) + 1
+    else:
+        need = torch.ones(q, dtype=torch.long, device=br.mode.device)
+    br.result[rows] = br.above_count[rows] + torch.minimum(need[rows], br.bin_count[rows])
+    br.mode[rows] = 2
+
+
+def effective_patches_pass(run, log_norm: torch.Tensor, top_log_weight: torch.Tensor, n_keys: torch.Tensor,
+                           tau: float, n_train: int | None = None) -> torch.Tensor:
+    """``N_eff(τ)`` for every query (Q,) long (`eq-n-eff`) by passes of ``run(consumer, progress)``,
+    which streams every score block of the estimate to ``consumer`` (see the module docstring).
+
+    ``log_norm``: (Q,) final log-normalisers; ``top_log_weight``: (Q,) the largest log-weight;
+    ``n_keys``: (Q,) an upper bound on the number of weights; ``n_train``: images per pass (for the
+    progress bar). ``τ = 1``: one counting pass."""
+    total = n_train
+    if tau >= 1:
+        return _run_pass(run, NonZeroCount(log_norm), total, "N_eff(1)").count
+    target = tau - NEFF_SLACK
+    br = _new_bracket(top_log_weight, n_keys, target)
+    cap = max(256, COLLECT_BUDGET // max(1, len(log_norm)))
+    for k in range(2 * MAX_LEVELS + 1):
+        if bool((br.mode == 2).all()):
+            break
+        consumer = _run_pass(run, NeffPass(log_norm, br), total, f"N_eff({tau:g}) pass {k + 1}")
+        if bool((br.mode == 1).any()):  # first: the bins chosen below are collected next pass
+            _count_collected(br, consumer, target)
+        if bool((br.mode == 0).any()):
+            _choose_bins(br, consumer, target, cap)
+    return br.result
