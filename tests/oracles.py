@@ -51,6 +51,7 @@ __all__ = [
     "oracle_emmse",
     "oracle_le_mmse",
     "oracle_le_mmse_identity",
+    "oracle_sublattice_le_mmse",
     "oracle_mmse",
     "patch_matrix",
     "pinv_matrix",
@@ -612,6 +613,67 @@ def oracle_le_mmse_identity(y, train, sigma, P: int, A=None, return_diagnostics:
         H=H,
         W=W,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# §7.1 sub-lattice LE-MMSE (course/07_networks_vs_theory.md, eq-sublattice)
+# --------------------------------------------------------------------------------------------
+def restricted_patch_matrix(loc, P: int, window, shape) -> np.ndarray:
+    """``Π^R_m``: the rows of ``Π_m`` (feature order (c, di, dj)) whose offset (di, dj) lies in the
+    window R, given as a (P, P) boolean array indexed ``[P//2 + di, P//2 + dj]`` (None = all)."""
+    C, _H, _W = shape
+    full = patch_matrix(loc, P, shape)
+    if window is None:
+        return full
+    window = np.asarray(window, dtype=bool)
+    r = P // 2
+    keep = [c * P * P + k for c in range(C) for k, (di, dj) in enumerate(patch_offsets(P))
+            if window[r + di, r + dj]]
+    return full[keep]
+
+
+@_single_thread_blas
+def oracle_sublattice_le_mmse(y, train, sigma, P: int, stride: int, windows=None, A=None, B=None):
+    """LE-MMSE restricted to a sub-lattice (THEORY §7.1), by explicit loops over (i, m).
+
+    For output pixel n = (i, j) of class c = (i mod s, j mod s): v = Π^{R_c}_n B y; for every
+    location m ≡ n (mod s) (same class, absolute coordinates): Q_m = Π^{R_c}_m B (SVD with the
+    1e-6 cut-off), feasible when ‖Q_m Q_m⁺ v − v‖ ≤ 1e-6 ‖v‖, kept: feasible m of smallest rank;
+    log w_{i,m} = −‖Q_m⁺(v − Q_m A x_i)‖²/(2σ²) − Σ_j log s_j(Q_m); x̂[n] = Σ w x_i[m] / Σ w.
+    ``windows``: {(a, b): (P, P) bool} or None (full windows). Returns (C, H, W)."""
+    y, X, A, B = _prep(y, train, A, B)
+    sigma = float(sigma)
+    C, H, W = y.shape
+    if H % stride or W % stride:
+        raise ValueError("stride must divide H and W")
+    N = X.shape[0]
+    z = B @ y.reshape(-1)
+    BAX = X.reshape(N, -1) @ (B @ A).T  # rows B A x_i
+    xhat = np.zeros((C, H, W))
+    for i in range(H):
+        for j in range(W):
+            cls = (i % stride, j % stride)
+            R = None if windows is None else windows[cls]
+            v = restricted_patch_matrix((i, j), P, R, (C, H, W)) @ z
+            cands = []  # (rank, log w over images, values over images)
+            for mi in range(cls[0], H, stride):
+                for mj in range(cls[1], W, stride):
+                    Pi = restricted_patch_matrix((mi, mj), P, R, (C, H, W))
+                    Q = Pi @ B  # Q_m = Π^R_m B
+                    Qp, r, svals = svd_pinv(Q)
+                    if np.linalg.norm(Q @ Qp @ v - v) > RANGE_RTOL * np.linalg.norm(v):
+                        continue
+                    mu = BAX @ Pi.T  # μ_{i,m} = Π^R_m B A x_i, (N, k)
+                    d = np.sum(((v[None] - mu) @ Qp.T) ** 2, axis=1)
+                    logw = -d / (2 * sigma**2) - np.sum(np.log(svals))
+                    cands.append((r, logw, X[:, :, mi, mj]))
+            rmin = min(c[0] for c in cands)
+            kept = [c for c in cands if c[0] == rmin]
+            logw = np.concatenate([c[1] for c in kept])
+            vals = np.concatenate([c[2] for c in kept])  # (N·M, C)
+            w = _softmax(logw)
+            xhat[:, i, j] = w @ vals
+    return xhat
 
 
 # --------------------------------------------------------------------------------------------
