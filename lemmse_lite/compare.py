@@ -1,13 +1,14 @@
-"""Networks against the LE-MMSE: the check of THEORY.md §7.
+"""Networks against reference estimators: the table engine of ``course/07_networks_vs_theory.md``
+(``eq-agreement``).
 
-For each split (train/test), sigma and architecture: draw ``y = A x + sigma e`` for a few images
-``x`` of the split, run the network on ``z = B y`` and the LE-MMSE (§4) on ``y`` with the same
-training set, and report ``PSNR(net, LE-MMSE)``, ``PSNR(net, x)`` and ``PSNR(LE-MMSE, x)`` (dB,
-peak 1, averaged over the measurements). The paper reports ``PSNR(net, LE-MMSE) >~ 25 dB``.
+For each split (train/test) and sigma: draw ``y = A x + sigma e`` (``operators.measure``) for a
+few images ``x`` of the split, run every network on ``z = B y`` and every reference estimator on
+``y``, and report ``PSNR(net, reference)`` for each reference, ``PSNR(net, x)`` and
+``PSNR(reference, x)`` (dB, peak 1, averaged over the measurements). By default the one
+reference is the LE-MMSE (``course/04_locality.md``, ``eq-lemmse``) at each network's patch size;
+:func:`lemmse_lite.experiments.agreement` passes the references and controls of the course.
 
 This module sits above models and estimators; neither imports it.
-Note: a :class:`~lemmse_lite.models.LocalUNet` is equivariant to even shifts only, so its optimum
-is the LE-MMSE restricted to ``m = n (mod 2)``; it is compared with the plain LE-MMSE here.
 """
 
 from __future__ import annotations
@@ -17,28 +18,26 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
+from .estimators import le_mmse
 from .metrics import psnr
+from .operators import measure
+from .plotting import image_grid
+from .tables import format_table as _format_table
 
-__all__ = ["ComparisonTable", "compare", "format_table", "save_comparison_figure", "save_results"]
+__all__ = ["COLUMNS", "ComparisonTable", "compare", "format_table", "save_comparison_figure",
+           "save_results"]
 
-COLUMNS = (
-    "architecture",
-    "patch_size",
-    "split",
-    "sigma",
-    "n",
-    "psnr_net_lemmse",
-    "psnr_net_x",
-    "psnr_lemmse_x",
-)
+COLUMNS = ("architecture", "patch_size", "split", "sigma", "n", "psnr_net_lemmse", "psnr_net_x",
+           "psnr_lemmse_x")
 
 
 class ComparisonTable(list):
-    """A list of row dicts (keys :data:`COLUMNS`); ``images`` holds tensors when kept:
-    ``images[(split, sigma)] = {"truth", "measurement" (= B y), "lemmse": {P: x}, "networks":
-    {name: x}}``. ``str(table)`` is :func:`format_table`."""
+    """A list of row dicts; ``images`` holds tensors when kept: ``images[(split, sigma)] =
+    {"truth", "measurement" (= B y), "references": {name: x}, "lemmse": {P: x} (default
+    references only), "networks": {name: x}}``. ``str(table)`` is :func:`format_table`."""
 
     images: dict
 
@@ -63,106 +62,120 @@ def _device_of(model):
     return p.device if p is not None else torch.device("cpu")
 
 
-def compare(
-    models,
-    train_images,
-    test_images,
-    A=None,
-    B=None,
-    sigmas=(0.1,),
-    patch_size=None,
-    n_measurements=4,
-    seed=0,
-    chunk_size=None,
-    progress=True,
-    keep_images=False,
-    device=None,
-):
-    """Compare networks with the LE-MMSE on training and test measurements (THEORY.md §7).
+def _lemmse_name(P):
+    return f"LE-MMSE({P})"
 
-    Args:
-        models: ``{name: model}``, each ``model(z, sigma) -> x_hat`` trained for ``(A, B)``.
-        train_images: ``(N, C, H, W)`` -- the set the networks were trained on and the LE-MMSE's
-            prior ``D``; ``test_images``: ``(M, C, H, W)`` held-out images.
-        A, B: forward operator and pre-inverse (``None`` = identity). The LE-MMSE receives the raw
-            ``y`` and applies ``B`` itself; the networks receive ``B y``.
-        sigmas: noise levels. patch_size: LE-MMSE patch size; ``None`` = each model's own.
-        n_measurements: images drawn (seeded) from each split; one noise draw each per sigma.
-        seed: selection and noise seed. chunk_size: streamed to ``le_mmse``.
-        keep_images: keep the tensors in ``table.images`` (for :func:`save_comparison_figure`).
-        device: where measurements and the LE-MMSE are computed (default: the first model's
-            device; training chunks are moved there as they stream).
 
-    Returns:
-        :class:`ComparisonTable` of rows ``{architecture, patch_size, split, sigma, n,
-        psnr_net_lemmse, psnr_net_x, psnr_lemmse_x}``.
-    """
-    from tqdm.auto import tqdm
+def default_references(models, train_images, A, B, patch_size=None, chunk_size=None):
+    """``{"LE-MMSE(P)": f(y, sigma)}`` for the patch size of each model (or ``patch_size``)."""
+    sizes = sorted({patch_size or m.patch_size for m in models.values()})
 
-    from .estimators import le_mmse
+    def make(P):
+        return lambda y, sigma: le_mmse(y, train_images, sigma, P, A=A, B=B, chunk_size=chunk_size).cpu()
 
+    return {_lemmse_name(P): make(P) for P in sizes}
+
+
+def _check_inputs(models, sigmas, splits, references):
     if not isinstance(models, dict) or not models:
         raise TypeError("models must be a non-empty dict {name: model}")
     sigmas = [float(s) for s in (sigmas if hasattr(sigmas, "__iter__") else [sigmas])]
-    if any(s <= 0 for s in sigmas):
+    if not sigmas or any(not s > 0 for s in sigmas):
         raise ValueError(f"sigmas must be positive, got {sigmas}")
+    if not splits or any(s not in ("train", "test") for s in splits):
+        raise ValueError(f"splits must be a non-empty subset of ('train', 'test'), got {splits!r}")
+    if references is not None and (not isinstance(references, dict) or not references):
+        raise TypeError("references must be None or a non-empty dict {name: f(y, sigma) or "
+                        "{(split, sigma): tensor}}")
+    return sigmas
+
+
+def _reference_images(references, y, sigma, split):
+    """Each reference's estimate of ``y``: call it, or read the precomputed ``{(split, sigma): x}``."""
+    out = {}
+    for name, ref in references.items():
+        if callable(ref):
+            out[name] = ref(y, sigma).float().cpu()
+        elif (split, sigma) in ref:
+            out[name] = ref[(split, sigma)].float().cpu()
+        else:
+            raise KeyError(f"reference {name!r} has no precomputed images for {(split, sigma)}")
+    return out
+
+
+def _rows(models, nets, refs, x, split, sigma, sizes):
+    rows = []
+    ref_x = {name: float(psnr(r, x).mean()) for name, r in refs.items()}
+    for name, out in nets.items():
+        row = {"architecture": name, "patch_size": sizes[name], "split": split, "sigma": sigma,
+               "n": x.shape[0], "psnr_net_x": float(psnr(out, x).mean()),
+               "psnr_net_refs": {r: float(psnr(out, im).mean()) for r, im in refs.items()},
+               "psnr_refs_x": ref_x}
+        own = _lemmse_name(sizes[name])
+        if own in refs:
+            row["psnr_net_lemmse"], row["psnr_lemmse_x"] = row["psnr_net_refs"][own], ref_x[own]
+        rows.append(row)
+    return rows
+
+
+def compare(models, train_images, test_images, A=None, B=None, sigmas=(0.1,), patch_size=None,
+            n_measurements=4, seed=0, chunk_size=None, progress=True, keep_images=False, device=None,
+            references=None, splits=("train", "test")):
+    """Compare networks with reference estimators on training and test measurements.
+
+    Args:
+        models: ``{name: model}``, each ``model(z, sigma) -> x_hat`` trained for ``(A, B)``.
+        train_images: ``(N, C, H, W)`` -- the set the networks were trained on and the default
+            LE-MMSE's prior; ``test_images``: ``(M, C, H, W)`` held-out images.
+        A, B: forward operator and pre-inverse (``None`` = identity). The references receive the
+            raw ``y``; the networks receive ``B y``.
+        sigmas: noise levels. patch_size: default LE-MMSE patch size; ``None`` = each model's own.
+        n_measurements: images drawn (seeded) from each split; one noise draw each per sigma.
+        seed: selection and noise seed. chunk_size: streamed to the default ``le_mmse``.
+        keep_images: keep the tensors in ``table.images``.
+        device: where measurements are computed (default: the first model's device).
+        references: ``{name: f(y, sigma) -> x_hat}`` or ``{name: {(split, sigma): x_hat}}``
+            (precomputed for exactly the measurements this call draws); default: LE-MMSE at each
+            model's patch size (:func:`default_references`).
+        splits: which splits to measure.
+
+    Returns:
+        :class:`ComparisonTable` of rows ``{architecture, patch_size, split, sigma, n,
+        psnr_net_x, psnr_net_refs: {name: dB}, psnr_refs_x: {name: dB}}``, plus
+        ``psnr_net_lemmse``/``psnr_lemmse_x`` when the LE-MMSE at the model's patch size is
+        among the references.
+    """
+    from tqdm.auto import tqdm
+
+    sigmas = _check_inputs(models, sigmas, splits, references)
     gen = torch.Generator().manual_seed(seed)
-    splits = {
-        "train": _pick(train_images, n_measurements, gen, "train_images"),
-        "test": _pick(test_images, n_measurements, gen, "test_images"),
-    }
+    picked = {"train": _pick(train_images, n_measurements, gen, "train_images"),
+              "test": _pick(test_images, n_measurements, gen, "test_images")}
     sizes = {name: patch_size or m.patch_size for name, m in models.items()}
     device = torch.device(device) if device is not None else _device_of(next(iter(models.values())))
+    if references is None:
+        references = default_references(models, train_images, A, B, patch_size, chunk_size)
     table = ComparisonTable()
-    jobs = [(split, s) for split in splits for s in sigmas]
-    for k, (split, sigma) in enumerate(tqdm(jobs, disable=not progress, desc="compare")):
-        x = splits[split].to(device)
-        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1 + k))
-        y = (A(x) if A is not None else x) + sigma * noise.to(x)
+    jobs = [(split, s) for split in ("train", "test") if split in splits for s in sigmas]
+    for split, sigma in tqdm(jobs, disable=not progress, desc="compare"):
+        x = picked[split].to(device)
+        # the noise depends on (seed, split, sigma) only: the same measurement whatever else is asked
+        y = measure(A, x, sigma, seed + 1 + ("train", "test").index(split) + 2 * round(sigma * 1e6))
         z = B(y) if B is not None else y
-        le = {
-            P: le_mmse(y, train_images, sigma, P, A=A, B=B, chunk_size=chunk_size).cpu()
-            for P in sorted(set(sizes.values()))
-        }
-        nets, x_cpu = {}, x.cpu()
-        for name, model in models.items():
-            with torch.no_grad():
-                nets[name] = model.eval()(z.to(_device_of(model)), sigma).float().cpu()
-            ref = le[sizes[name]].float()
-            table.append(
-                {
-                    "architecture": name,
-                    "patch_size": sizes[name],
-                    "split": split,
-                    "sigma": sigma,
-                    "n": x.shape[0],
-                    "psnr_net_lemmse": float(psnr(nets[name], ref).mean()),
-                    "psnr_net_x": float(psnr(nets[name], x_cpu).mean()),
-                    "psnr_lemmse_x": float(psnr(ref, x_cpu).mean()),
-                }
-            )
+        refs = _reference_images(references, y, sigma, split)
+        with torch.no_grad():
+            nets = {n: m.eval()(z.to(_device_of(m)), sigma).float().cpu() for n, m in models.items()}
+        table.extend(_rows(models, nets, refs, x.cpu(), split, sigma, sizes))
         if keep_images:
-            table.images[(split, sigma)] = {
-                "truth": x_cpu,
-                "measurement": z.cpu(),
-                "lemmse": le,
-                "networks": nets,
-            }
+            lemmse = {int(r[8:-1]): im for r, im in refs.items() if r.startswith("LE-MMSE(")}
+            table.images[(split, sigma)] = {"truth": x.cpu(), "measurement": z.cpu(), "references": refs,
+                                            "lemmse": lemmse, "networks": nets}
     return table
 
 
 def format_table(rows, columns=COLUMNS):
-    """Fixed-width text table of ``rows`` (floats with 2 decimals, sigma with 3)."""
-
-    def cell(key, v):
-        if isinstance(v, float):
-            return f"{v:.3f}" if key == "sigma" else f"{v:.2f}"
-        return str(v)
-
-    body = [[cell(c, r.get(c, "")) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
-    line = lambda cells: "  ".join(s.rjust(w) for s, w in zip(cells, widths))
-    return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(b) for b in body])
+    """Fixed-width text table of ``rows`` (``tables.format_table``; sigma with 3 decimals)."""
+    return _format_table(rows, columns, {"sigma": "{:.3f}"})
 
 
 def save_results(rows, out_dir, name="compare"):
@@ -175,11 +188,13 @@ def save_results(rows, out_dir, name="compare"):
     out.mkdir(parents=True, exist_ok=True)
     rows = [dict(r) for r in rows]
     json_path, csv_path = out / f"{name}.json", out / f"{name}.csv"
-    strict = [
-        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
-        for r in rows
-    ]
-    json_path.write_text(json.dumps(strict, indent=2, allow_nan=False) + "\n")
+
+    def strict(v):
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    json_path.write_text(json.dumps([strict(r) for r in rows], indent=2, allow_nan=False) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r)) or list(COLUMNS)
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
@@ -188,40 +203,14 @@ def save_results(rows, out_dir, name="compare"):
     return json_path, csv_path
 
 
-def save_comparison_figure(
-    path,
-    measurement,
-    network,
-    lemmse,
-    truth,
-    max_images=4,
-    titles=("measurement", "network", "LE-MMSE", "truth"),
-):
-    """PNG grid, one row per image, columns measurement / network / LE-MMSE / truth.
-
-    All four are ``(B, C, H, W)`` tensors (C = 1 or 3), shown clipped to [0, 1].
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cols = [measurement, network, lemmse, truth]
+def save_comparison_figure(path, measurement, network, lemmse, truth, max_images=4,
+                           titles=("measurement", "network", "LE-MMSE", "truth")):
+    """PNG grid (``plotting.image_grid``), one row per image, columns measurement / network /
+    LE-MMSE / truth. All four are ``(B, C, H, W)`` tensors (C = 1 or 3), shown clipped to [0, 1]."""
     n = min(max_images, truth.shape[0])
-    fig = Figure(figsize=(2 * len(cols), 2 * n))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n, len(cols), squeeze=False)
-    for i in range(n):
-        for j, (imgs, title) in enumerate(zip(cols, titles)):
-            img = imgs[i].detach().float().cpu().clamp(0, 1)
-            ax = axes[i][j]
-            if img.shape[0] == 1:
-                ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
-            else:
-                ax.imshow(img.permute(1, 2, 0).numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(title)
-    fig.tight_layout()
+    rows = [[cols[i] for cols in (measurement, network, lemmse, truth)] for i in range(n)]
+    fig = image_grid(rows, titles=list(titles))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    plt.close(fig)
     return Path(path)

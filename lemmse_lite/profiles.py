@@ -45,6 +45,12 @@ FIELD_DOCS = {
     "lr": "Adam learning rate",
     "chunk_size": "training images per streamed chunk inside the estimators",
     "seed": "seed of data order, masks, noise and initialisation",
+    "sweep_steps": "optimisation steps of the sweep networks of chapters 07-08 (other problems, P, N)",
+    "sweep_width": "`width` of the sweep networks of chapters 07-08",
+    "agreement_sigmas": "noise levels of the network-vs-theory agreement tables (chapters 07-08)",
+    "n_sweep": "training-set sizes N of the N sweep (chapter 08; at least 3; n_train reuses the main network)",
+    "min_agreement": "threshold (dB) on PSNR(network, reference) at sigma = 0.2, denoising, test",
+    "control_margin": "threshold (dB) on the margin of the reference over the best control",
 }
 
 
@@ -71,6 +77,12 @@ class Profile:
     lr: float
     chunk_size: int
     seed: int
+    sweep_steps: int
+    sweep_width: int
+    agreement_sigmas: tuple
+    n_sweep: tuple
+    min_agreement: float
+    control_margin: float
 
     def __post_init__(self):
         _validate(self)
@@ -101,6 +113,8 @@ def _validate(p: Profile) -> None:
         "train_steps",
         "batch_size",
         "chunk_size",
+        "sweep_steps",
+        "sweep_width",
     ):
         value = getattr(p, field)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -116,6 +130,10 @@ def _validate(p: Profile) -> None:
         raise ValueError(
             f"Profile.sigma_range must be (min, max), 0 <= min < max, got {p.sigma_range!r}"
         )
+    if not p.agreement_sigmas or any(not s > 0 for s in p.agreement_sigmas):
+        raise ValueError(f"Profile.agreement_sigmas must be positive, got {p.agreement_sigmas!r}")
+    if len(p.n_sweep) < 3 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in p.n_sweep):
+        raise ValueError(f"Profile.n_sweep must hold at least 3 positive ints, got {p.n_sweep!r}")
     if not p.lr > 0:
         raise ValueError(f"Profile.lr must be positive, got {p.lr!r}")
 
@@ -140,6 +158,12 @@ QUICK = Profile(
     lr=2e-3,
     chunk_size=100,
     seed=0,
+    sweep_steps=300,
+    sweep_width=32,
+    agreement_sigmas=(0.05, 0.2),
+    n_sweep=(50, 150, 400),
+    min_agreement=28.0,
+    control_margin=1.0,
 )
 
 # dataset_shift: CIFAR-10 converted to grey 28x28 tests the FashionMNIST-trained estimators and
@@ -165,6 +189,12 @@ FULL = Profile(
     lr=1e-3,
     chunk_size=1000,
     seed=0,
+    sweep_steps=5_000,
+    sweep_width=96,
+    agreement_sigmas=(0.05, 0.2),
+    n_sweep=(1_000, 3_000, 10_000),
+    min_agreement=25.0,
+    control_margin=1.0,
 )
 
 PROFILES = {"quick": QUICK, "full": FULL}

@@ -27,6 +27,12 @@ CONTRACT_FIELDS = [
     "lr",
     "chunk_size",
     "seed",
+    "sweep_steps",
+    "sweep_width",
+    "agreement_sigmas",
+    "n_sweep",
+    "min_agreement",
+    "control_margin",
 ]
 
 
@@ -68,6 +74,9 @@ def test_quick_settings_fit_the_course():
     assert (q.dataset, q.dataset_rgb, q.dataset_shift) == ("photos", "photos-rgb", "faces")
     assert 300 <= q.n_train <= 400 and q.image_size == 32 and q.device == "cpu"
     assert q.patch_size in q.patch_sizes
+    assert q.agreement_sigmas == (0.05, 0.2) and q.min_agreement == 28.0 and q.control_margin >= 1.0
+    assert len(q.n_sweep) >= 3 and max(q.n_sweep) == q.n_train
+    assert profiles.FULL.min_agreement == 25.0  # the paper's threshold
 
 
 def test_replace_describe_and_validation():
@@ -79,6 +88,9 @@ def test_replace_describe_and_validation():
     text = q.describe()
     assert str(q) == text and all(f"{f} = " in text for f in CONTRACT_FIELDS)
     assert len(text.splitlines()) == len(CONTRACT_FIELDS) + 1
-    for bad in ({"patch_size": 4}, {"n_train": 0}, {"sigma_range": (0.5, 0.1)}, {"device": "tpu"}):
+    bads = ({"patch_size": 4}, {"n_train": 0}, {"sigma_range": (0.5, 0.1)}, {"device": "tpu"},
+            {"n_sweep": (50, 400)}, {"n_sweep": (50, 150, 0)}, {"agreement_sigmas": ()},
+            {"sweep_steps": 0})
+    for bad in bads:
         with pytest.raises(ValueError):
             q.replace(**bad)
