@@ -1,14 +1,19 @@
-"""The ``lemmse`` command: ``demo``, ``estimate``, ``train``, ``compare``, ``bench``.
+"""The lemmse command: demo, estimate, train, compare, bench.
 
-``lemmse demo`` is the course's main job on the embedded offline photos: for denoising, centre-box
+lemmse demo is the course's main job on the embedded offline photos: for denoising, centre-box
 inpainting and Gaussian deblurring it runs MMSE, E-MMSE and LE-MMSE on held-out photos, prints PSNR
 to the ground truth and to the nearest training image (memorisation), and writes a figure.
+
+Every flag is honoured when valid and rejected otherwise with a one-line error naming the flag
+(exit code 2, no traceback). A flag left out takes the profile's value (--profile, default
+$LEMMSE_PROFILE); a flag given, even 0, is never replaced by a default.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,76 +22,137 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data, estimators, metrics, operators
+from .checks import check_odd, check_positive_int, check_sigma
+from .models import make_model
 from .profiles import get_profile
+from .tables import format_table
+from .training import CheckpointError, checkpoint_path, load_run, save_run, train
 
 ESTIMATORS = {"MMSE": "mmse", "E-MMSE": "equivariant_mmse", "LE-MMSE": "le_mmse"}
 DEMO_SIGMA = {"denoising": 0.2, "inpainting": 0.05, "deblurring": 0.05}
+#: Above this noise level (the pixel range [0, 1]) the CLI warns: the noise swamps the image and
+#: every estimator tends to the prior mean (the mean training pixel / patch centre).
+SIGMA_WARN = 1.0
+#: Above this noise level the CLI refuses: the estimate equals the training mean to float32
+#: precision, and near 1e19 the float32 squared distances overflow.
+SIGMA_MAX = 1e6
+SIGMA_HELP = (f"noise level sigma > 0; above {SIGMA_WARN:g} a warning (the estimate tends to the prior "
+              f"mean), above {SIGMA_MAX:g} an error")
+POSITIVE_INT_FLAGS = ("n_train", "n_test", "steps", "batch_size", "width", "n_measurements")
+SIGMA_FLAGS = ("sigma", "sigma_min", "sigma_max")
 
 
-# ----------------------------------------------------------------------------- shared helpers
+# ----------------------------------------------------------------------------- flag checks
 
-def _device(name: str | None, profile) -> torch.device:
-    name = name or profile.device
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but CUDA is not available")
-    return torch.device(name)
+def _flag(dest: str) -> str:
+    """``n_train`` -> ``--n-train`` (the name the user typed)."""
+    return "--" + dest.replace("_", "-")
+
+
+def _opt(value, default):
+    """The flag's value when given (0 included), else the profile's default."""
+    return default if value is None else value
+
+
+def check_sigma_flag(value: float, flag: str = "--sigma") -> float:
+    """A noise level from the command line: positive, finite, at most :data:`SIGMA_MAX`; a one-line
+    warning on stderr above :data:`SIGMA_WARN`."""
+    check_sigma(value, 1, name=flag)
+    if value > SIGMA_MAX:
+        raise ValueError(f"{flag} must be at most {SIGMA_MAX:g} (beyond, the estimate is the training "
+                         f"mean to within float32 rounding), got {value:g}")
+    if value > SIGMA_WARN:
+        print(f"warning: {flag} {value:g} exceeds the pixel range [0, 1]: the noise swamps the image and "
+              "the estimate tends to the prior mean", file=sys.stderr)
+    return value
+
+
+def check_flags(args) -> None:
+    """Validate every flag given on the command line (``None`` = not given); ValueError naming it."""
+    for dest in POSITIVE_INT_FLAGS:
+        check_positive_int(getattr(args, dest, None), _flag(dest), allow_none=True)
+    if getattr(args, "depth", None) is not None and args.depth < 0:
+        raise ValueError(f"--depth must be an integer >= 0, got {args.depth}")
+    if args.patch_size is not None:
+        check_odd(args.patch_size, "--patch-size")
+    for dest in SIGMA_FLAGS:
+        if getattr(args, dest, None) is not None:
+            check_sigma_flag(getattr(args, dest), _flag(dest))
+    for s in getattr(args, "sigmas", None) or ():
+        check_sigma_flag(s, "--sigmas")
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"--lr must be positive and finite, got {lr}")
+    if args.dataset is not None and not (args.dataset in data.DATASETS[:-1] or args.dataset.startswith("folder:")):
+        raise ValueError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {args.dataset!r}")
+
+
+def resolve_device(name: str | None, profile) -> torch.device:
+    """``--device`` (default: the profile's) as a torch device that exists on this machine."""
+    name = _opt(name, profile.device)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device
+
+
+def load_images(name: str, split: str, n: int, seed: int, n_flag: str) -> torch.Tensor:
+    """``data.load`` with its errors attributed to the flag that caused them."""
+    try:
+        return data.load(name, split, n=n, seed=seed)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        flag = n_flag if str(err).startswith("n=") else "--dataset"
+        value = n if flag == n_flag else name
+        raise ValueError(f"{flag} {value}: {err}") from None
+
+
+def problem_operators(problem: str, spec: str | None, h: int, w: int):
+    """``(A, B)`` of a problem and a ``--B`` spec; a bad spec is an error naming ``--B``."""
+    A = operators.forward_operator(problem, h, w)
+    try:
+        return A, operators.pre_inverse(A, spec)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--B {spec}: {err}") from None
 
 
 def _problem_data(args, profile, device):
-    """Training images, test images and the seeded measurements for one problem."""
-    name = args.dataset or profile.dataset
-    train = data.load(name, "train", n=args.n_train or profile.n_train, seed=profile.seed)
-    test = data.load(name, "test", n=args.n_test or profile.n_test, seed=profile.seed)
+    """Training images and test images (on ``device``) for the flags of ``args``."""
+    name = _opt(args.dataset, profile.dataset)
+    train = load_images(name, "train", _opt(args.n_train, profile.n_train), profile.seed, "--n-train")
+    test = load_images(name, "test", _opt(args.n_test, profile.n_test), profile.seed, "--n-test")
     return train, test.to(device)
 
 
-def measure(A, x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    """``y = A x + σ e`` with a seeded Gaussian ``e`` (reproducible on any device)."""
-    gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-    return A(x) + sigma * noise
-
-
 def run_estimator(label, y, train, sigma, A, B, patch_size):
+    """Run the estimator called ``label`` (a key of :data:`ESTIMATORS`) on ``y`` (B, C, H, W)."""
     fn = getattr(estimators, ESTIMATORS[label])
     if label == "LE-MMSE":
         return fn(y, train, sigma, patch_size, A=A, B=B)
     return fn(y, train, sigma, A=A, B=B)
 
 
-def _table(rows, columns):
-    widths = [max(len(str(c)), *(len(f"{r[c]:.2f}" if isinstance(r[c], float) else str(r[c])) for r in rows))
-              for c in columns]
-    fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(columns, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(fmt(r[c]).ljust(w) for c, w in zip(columns, widths)) for r in rows]
-    return "\n".join(lines)
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------- demo
 
-def cmd_demo(args) -> int:
-    from .plotting import comparison_figure
-
-    t0 = time.time()
-    profile = get_profile(args.profile)
-    device = _device(args.device, profile)
-    train, test = _problem_data(args, profile, device)
-    P = args.patch_size or profile.patch_size
+def _demo_rows(args, profile, train, test, P, bar):
+    """PSNR rows and figure panels of every (problem, estimator) job."""
     h, w = test.shape[-2:]
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows, fig_rows, fig_psnr = [], {}, {}
-    jobs = [(p, e) for p in args.problems for e in ESTIMATORS]
-    bar = tqdm(jobs, desc="demo", disable=args.quiet)
-    measurements = {}
+    rows, fig_rows, fig_psnr, measurements = [], {}, {}, {}
     for problem, label in bar:
         bar.set_postfix_str(f"{problem} / {label}")
         A = operators.forward_operator(problem, h, w)
-        sigma = args.sigma if args.sigma is not None else DEMO_SIGMA[problem]
+        sigma = _opt(args.sigma, DEMO_SIGMA[problem])
         if problem not in measurements:
-            measurements[problem] = measure(A, test, sigma, profile.seed)
+            measurements[problem] = operators.measure(A, test, sigma, profile.seed)
         y = measurements[problem]
         x_hat = run_estimator(label, y, train, sigma, A, None, P)
         near = metrics.nearest_training(x_hat, train, shifts=(label == "E-MMSE"))
@@ -97,13 +163,27 @@ def cmd_demo(args) -> int:
         })
         fig_rows.setdefault(problem, {"measurement": y[0].clamp(0, 1), "truth": test[0]})[label] = x_hat[0]
         fig_psnr.setdefault(problem, {})[label] = metrics.psnr(x_hat[:1], test[:1]).item()
-    columns = ["measurement", *ESTIMATORS, "truth"]
-    fig = comparison_figure(fig_rows, columns, fig_psnr)
+    return rows, fig_rows, fig_psnr
+
+
+def cmd_demo(args) -> int:
+    """MMSE vs E-MMSE vs LE-MMSE on held-out photos: table on stdout, demo.png and demo.json."""
+    from .plotting import comparison_figure
+
+    t0 = time.time()
+    profile = get_profile(args.profile)
+    device = resolve_device(args.device, profile)
+    train, test = _problem_data(args, profile, device)
+    P = _opt(args.patch_size, profile.patch_size)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm([(p, e) for p in args.problems for e in ESTIMATORS], desc="demo", disable=args.quiet)
+    rows, fig_rows, fig_psnr = _demo_rows(args, profile, train, test, P, bar)
+    fig = comparison_figure(fig_rows, ["measurement", *ESTIMATORS, "truth"], fig_psnr)
     fig.savefig(out_dir / "demo.png", dpi=120)
-    cols = ["problem", "sigma", "estimator", "PSNR to truth (dB)", "PSNR to nearest training (dB)"]
-    print(f"\nLE-MMSE demo on '{args.dataset or profile.dataset}': N = {len(train)} training images, "
+    print(f"\nLE-MMSE demo on '{_opt(args.dataset, profile.dataset)}': N = {len(train)} training images, "
           f"{len(test)} held-out photos, P = {P}, device {device}\n")
-    print(_table(rows, cols))
+    print(format_table(rows, formats={"sigma": "{:g}"}, align="left"))
     elapsed = time.time() - t0
     (out_dir / "demo.json").write_text(json.dumps({"rows": rows, "seconds": elapsed, "n_train": len(train),
                                                    "n_test": len(test), "patch_size": P}, indent=2))
@@ -114,20 +194,18 @@ def cmd_demo(args) -> int:
 # ----------------------------------------------------------------------------- estimate
 
 def cmd_estimate(args) -> int:
+    """One estimator on held-out images: PSNR and time; estimates saved with --out."""
     profile = get_profile(args.profile)
-    device = _device(args.device, profile)
+    device = resolve_device(args.device, profile)
     train, test = _problem_data(args, profile, device)
-    h, w = test.shape[-2:]
-    A = operators.forward_operator(args.problem, h, w)
-    B = operators.pre_inverse(A, args.B)
-    sigma = args.sigma if args.sigma is not None else DEMO_SIGMA[args.problem]
-    y = measure(A, test, sigma, profile.seed)
+    A, B = problem_operators(args.problem, args.B, *test.shape[-2:])
+    sigma = _opt(args.sigma, DEMO_SIGMA[args.problem])
+    y = operators.measure(A, test, sigma, profile.seed)
     t0 = time.time()
-    x_hat = run_estimator(args.estimator, y, train, sigma, A, B, args.patch_size or profile.patch_size)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    x_hat = run_estimator(args.estimator, y, train, sigma, A, B, _opt(args.patch_size, profile.patch_size))
+    _sync(device)
     dt = time.time() - t0
-    print(f"{args.estimator} ({args.problem}, B = {args.B or 'none'}, sigma = {sigma}): "
+    print(f"{args.estimator} ({args.problem}, B = {args.B or 'none'}, sigma = {sigma:g}): "
           f"PSNR {metrics.psnr(x_hat, test).mean().item():.2f} dB, {dt:.2f} s for {len(test)} images")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -138,20 +216,17 @@ def cmd_estimate(args) -> int:
 # ----------------------------------------------------------------------------- bench
 
 def cmd_bench(args) -> int:
-    """Time ``le_mmse`` on random-free photo data: seconds per image and scores per second."""
+    """Time ``le_mmse`` on the profile's photos: seconds per image and scores per second."""
     profile = get_profile(args.profile)
-    device = _device(args.device, profile)
-    train = data.load(args.dataset or profile.dataset, "train", n=args.n_train or profile.n_train)
-    test = data.load(args.dataset or profile.dataset, "test", n=args.n_test or profile.n_test).to(device)
-    P = args.patch_size or profile.patch_size
-    y = measure(operators.Denoising(), test, 0.2, 0)
+    device = resolve_device(args.device, profile)
+    train, test = _problem_data(args, profile, device)
+    P = _opt(args.patch_size, profile.patch_size)
+    y = operators.measure(None, test, 0.2, 0)
     estimators.le_mmse(y[:1], train[:8], 0.2, P)  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     t0 = time.time()
     estimators.le_mmse(y, train, 0.2, P)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _sync(device)
     dt = time.time() - t0
     h, w = test.shape[-2:]
     scores = len(test) * h * w * len(train) * h * w
@@ -162,83 +237,65 @@ def cmd_bench(args) -> int:
 
 # ----------------------------------------------------------------------------- train / compare
 
-def _operators_for(problem, pre, h, w):
-    A = operators.forward_operator(problem, h, w)
-    return A, operators.pre_inverse(A, pre)
-
-
 def cmd_train(args) -> int:
-    """Train a local CNN; the run folder holds the checkpoint (atomic, resumable), the history and
-    ``model.pt`` (config + EMA weights) that ``lemmse compare`` reads."""
-    from .models import make_model
-    from .training import train
-
+    """Train a local CNN; the run folder (training.save_run) holds checkpoint.pt (atomic,
+    resumable), history.json and model.pt (config + EMA weights) that lemmse compare reads."""
     profile = get_profile(args.profile)
-    device = _device(args.device, profile)
-    name = args.dataset or profile.dataset
-    images = data.load(name, "train", n=args.n_train or profile.n_train, seed=profile.seed)
+    device = resolve_device(args.device, profile)
+    name = _opt(args.dataset, profile.dataset)
+    images = load_images(name, "train", _opt(args.n_train, profile.n_train), profile.seed, "--n-train")
     c, h, w = images.shape[1:]
-    A, B = _operators_for(args.problem, args.B, h, w)
-    P = args.patch_size or profile.patch_size
-    model = make_model(args.arch, patch_size=P, channels=c, width=args.width or profile.model_width,
-                       depth=args.depth if args.depth is not None else profile.model_depth)
-    run = Path(args.out)
-    run.mkdir(parents=True, exist_ok=True)
-    sigma_range = (args.sigma_min or profile.sigma_range[0], args.sigma_max or profile.sigma_range[1])
+    A, B = problem_operators(args.problem, args.B, h, w)
+    P = _opt(args.patch_size, profile.patch_size)
+    model = make_model(args.arch, patch_size=P, channels=c, width=_opt(args.width, profile.model_width),
+                       depth=_opt(args.depth, profile.model_depth))
+    sigma_range = (_opt(args.sigma_min, profile.sigma_range[0]), _opt(args.sigma_max, profile.sigma_range[1]))
+    if sigma_range[0] > sigma_range[1]:
+        raise ValueError(f"--sigma-min {sigma_range[0]:g} must not exceed --sigma-max {sigma_range[1]:g}")
     t0 = time.time()
-    hist = train(model, images, A, B, sigma_range=sigma_range, steps=args.steps or profile.train_steps,
-                 batch_size=args.batch_size or profile.batch_size, lr=args.lr or profile.lr, device=device,
-                 seed=profile.seed, checkpoint=run / "checkpoint.pt", resume=args.resume,
+    hist = train(model, images, A, B, sigma_range, _opt(args.steps, profile.train_steps),
+                 _opt(args.batch_size, profile.batch_size), _opt(args.lr, profile.lr), device=str(device),
+                 seed=profile.seed, checkpoint=checkpoint_path(args.out), resume=args.resume,
                  overwrite=not args.resume, compile=args.compile, progress=not args.quiet)
-    meta = {"config": model.config, "arch": args.arch, "problem": args.problem, "B": args.B or "none",
-            "dataset": name, "n_train": len(images), "sigma_range": list(sigma_range), "seed": profile.seed,
+    meta = {"arch": args.arch, "problem": args.problem, "B": args.B or "none", "dataset": name,
+            "n_train": len(images), "sigma_range": list(sigma_range), "seed": profile.seed,
             "seconds": time.time() - t0}
-    torch.save({"meta": meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}},
-               run / "model.pt")
-    (run / "history.json").write_text(json.dumps({"meta": meta, "history": hist.as_dict()
-                                                  if hasattr(hist, "as_dict") else str(hist)}, indent=1))
-    last = hist.loss[-1] if getattr(hist, "loss", None) else float("nan")
-    print(f"trained {args.arch} (P = {P}) for {args.problem} in {meta['seconds']:.1f} s, final loss {last:.5f}: {run}")
+    run = save_run(args.out, model, hist, meta)
+    last = hist.loss[-1] if hist.loss else float("nan")
+    print(f"trained {args.arch} (P = {P}) for {args.problem} in {meta['seconds']:.1f} s, "
+          f"final loss {last:.5f}: {run}")
     return 0
 
 
-def load_run(run_dir, device="cpu"):
-    """Rebuild a model saved by ``lemmse train``: returns ``(model, meta)``."""
-    from .models import make_model
-
-    saved = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=True)
-    meta = saved["meta"]
-    cfg = dict(meta["config"])
-    family = cfg.pop("family")
-    model = make_model(family, **cfg)
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval(), meta
+def _load_runs(paths, device):
+    """``{label: model}`` and the shared meta of runs written by ``lemmse train``."""
+    models, metas = {}, []
+    for run in paths:
+        model, meta = load_run(run, device)
+        models[f"{meta['arch']}:{Path(run).name}"] = model
+        metas.append(meta)
+    key = lambda m: (m["problem"], m["B"], m["dataset"], m["n_train"])  # noqa: E731
+    if any(key(m) != key(metas[0]) for m in metas):
+        raise ValueError("the runs to compare must share problem, B, dataset and n_train")
+    return models, metas[0]
 
 
 def cmd_compare(args) -> int:
     """PSNR(network, LE-MMSE) on training and test measurements for runs of ``lemmse train``."""
-    from .compare import compare, format_table, save_comparison_figure, save_results
+    from .compare import compare, format_table as compare_table, save_comparison_figure, save_results
 
     profile = get_profile(args.profile)
-    device = _device(args.device, profile)
-    models, metas = {}, []
-    for run in args.runs:
-        model, meta = load_run(run, device)
-        models[f"{meta['arch']}:{Path(run).name}"] = model
-        metas.append(meta)
-    first = metas[0]
-    if any((m["problem"], m["B"], m["dataset"], m["n_train"]) != (first["problem"], first["B"], first["dataset"],
-                                                                   first["n_train"]) for m in metas):
-        raise ValueError("runs to compare must share problem, B, dataset and n_train")
-    train_images = data.load(first["dataset"], "train", n=first["n_train"], seed=first["seed"])
-    test_images = data.load(first["dataset"], "test", n=args.n_test or profile.n_test, seed=first["seed"])
-    h, w = train_images.shape[-2:]
-    A, B = _operators_for(first["problem"], first["B"], h, w)
+    device = resolve_device(args.device, profile)
+    models, first = _load_runs(args.runs, device)
+    train_images = load_images(first["dataset"], "train", first["n_train"], first["seed"], "--n-train")
+    test_images = load_images(first["dataset"], "test", _opt(args.n_test, profile.n_test), first["seed"],
+                              "--n-test")
+    A, B = problem_operators(first["problem"], first["B"], *train_images.shape[-2:])
     sigmas = args.sigmas or list(profile.sigmas)
     table = compare(models, train_images, test_images, A, B, sigmas=sigmas,
-                    n_measurements=args.n_measurements or profile.n_test, seed=profile.seed,
+                    n_measurements=_opt(args.n_measurements, profile.n_test), seed=profile.seed,
                     progress=not args.quiet, keep_images=True, device=device)
-    print(format_table(table))
+    print(compare_table(table))
     out = Path(args.out)
     save_results(table, out)
     imgs = table.images.get(("test", sigmas[0]))
@@ -251,75 +308,135 @@ def cmd_compare(args) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
-def _common(p, n_test_default=None):
-    p.add_argument("--profile", choices=["quick", "full"], default=None, help="settings (default: $LEMMSE_PROFILE)")
-    p.add_argument("--dataset", default=None, help="photos, photos-rgb, faces, fashionmnist, mnist, cifar10, folder:PATH")
-    p.add_argument("--n-train", type=int, default=None, help="number of training images")
-    p.add_argument("--n-test", type=int, default=n_test_default, help="number of held-out images")
-    p.add_argument("--patch-size", type=int, default=None, help="odd patch size P")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: the profile's)")
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``lemmse train: error: argument --steps: ...`` (exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lemmse", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown; a flag whose default is the profile's says so in its own help text."""
 
-    p = sub.add_parser("demo", help="MMSE vs E-MMSE vs LE-MMSE on held-out photos (the course's main job)")
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _from_profile(field: str, what: str, index: int | None = None) -> str:
+    """Help text of a flag defaulting to a profile field (``[index]`` of it), with the quick and
+    full values on this machine."""
+    values = [getattr(get_profile(name), field) for name in ("quick", "full")]
+    if index is not None:
+        values, field = [v[index] for v in values], f"{field}[{index}]"
+    return f"{what} (default: the profile's {field}, quick {values[0]}, full {values[1]})"
+
+
+def _common(p):
+    p.add_argument("--profile", choices=["quick", "full"], default=None,
+                   help="settings of every default below (default: $LEMMSE_PROFILE, else full with CUDA, "
+                        "quick without)")
+    p.add_argument("--dataset", default=None,
+                   help=_from_profile("dataset", f"training/test images: {', '.join(data.DATASETS)}"))
+    p.add_argument("--n-train", type=int, default=None, help=_from_profile("n_train", "number of training images"))
+    p.add_argument("--n-test", type=int, default=None, help=_from_profile("n_test", "number of held-out images"))
+    p.add_argument("--patch-size", type=int, default=None, help=_from_profile("patch_size", "odd patch size P"))
+    p.add_argument("--device", default=None, help=_from_profile("device", "cpu, cuda or cuda:N"))
+
+
+def _subparser(sub, name, summary, example):
+    p = sub.add_parser(name, help=summary, description=summary + ".",
+                       epilog=f"example:\n  {example}", formatter_class=_HelpFormatter)
     _common(p)
-    p.add_argument("--problems", nargs="+", choices=operators.PROBLEMS, default=list(operators.PROBLEMS))
-    p.add_argument("--sigma", type=float, default=None, help="noise level (default: per problem)")
+    return p
+
+
+def _add_demo_estimate_bench(sub):
+    p = _subparser(sub, "demo", "MMSE vs E-MMSE vs LE-MMSE on held-out photos (the course's main job)",
+                   "lemmse demo --profile quick --problems denoising inpainting --out lemmse_out/demo")
+    p.add_argument("--problems", nargs="+", choices=operators.PROBLEMS, default=list(operators.PROBLEMS),
+                   help="inverse problems to solve")
+    p.add_argument("--sigma", type=float, default=None,
+                   help=SIGMA_HELP + f" (default: per problem, {DEMO_SIGMA})")
     p.add_argument("--out", default="lemmse_out/demo", help="output folder for demo.png and demo.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("estimate", help="run one estimator on held-out images")
-    _common(p)
-    p.add_argument("--estimator", choices=list(ESTIMATORS), default="LE-MMSE")
-    p.add_argument("--problem", choices=operators.PROBLEMS, default="denoising")
-    p.add_argument("--B", default=None, help="pre-inverse: none, adjoint, pinv, tikhonov:EPS, eps-mask:EPS")
-    p.add_argument("--sigma", type=float, default=None)
-    p.add_argument("--out", default=None, help="save estimates to this .pt file")
+    p = _subparser(sub, "estimate", "run one estimator on held-out images and print its PSNR",
+                   "lemmse estimate --problem inpainting --B eps-mask:0.01 --sigma 0.05 --out est.pt")
+    p.add_argument("--estimator", choices=list(ESTIMATORS), default="LE-MMSE", help="which estimator")
+    p.add_argument("--problem", choices=operators.PROBLEMS, default="denoising", help="inverse problem")
+    p.add_argument("--B", default=None,
+                   help="pre-inverse: none, adjoint, pinv, tikhonov:EPS, eps-mask:EPS (default: none)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help=SIGMA_HELP + f" (default: per problem, {DEMO_SIGMA})")
+    p.add_argument("--out", default=None, help="save x_hat, y and x to this .pt file (default: not saved)")
     p.set_defaults(func=cmd_estimate)
 
-    p = sub.add_parser("bench", help="time le_mmse on this machine")
-    _common(p)
+    p = _subparser(sub, "bench", "time le_mmse (denoising, sigma 0.2) on this machine",
+                   "lemmse bench --profile quick --n-train 100 --n-test 2")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("train", help="train a local CNN (checkpointed, resumable)")
-    _common(p)
-    p.add_argument("--arch", choices=["resnet", "unet", "patchmlp"], default="resnet")
-    p.add_argument("--problem", choices=operators.PROBLEMS, default="denoising")
-    p.add_argument("--B", default=None, help="pre-inverse: none, adjoint, pinv, tikhonov:EPS, eps-mask:EPS")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--depth", type=int, default=None)
-    p.add_argument("--sigma-min", type=float, default=None)
-    p.add_argument("--sigma-max", type=float, default=None)
-    p.add_argument("--compile", action="store_true", help="torch.compile on CUDA")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+
+def _add_train_compare(sub):
+    p = _subparser(sub, "train", "train a local CNN (checkpointed, resumable) into a run folder",
+                   "lemmse train --profile quick --arch resnet --steps 200 --out runs/resnet")
+    p.add_argument("--arch", choices=["resnet", "unet", "patchmlp"], default="resnet", help="network family")
+    p.add_argument("--problem", choices=operators.PROBLEMS, default="denoising", help="inverse problem")
+    p.add_argument("--B", default=None,
+                   help="pre-inverse: none, adjoint, pinv, tikhonov:EPS, eps-mask:EPS (default: none)")
+    p.add_argument("--steps", type=int, default=None, help=_from_profile("train_steps", "optimisation steps"))
+    p.add_argument("--batch-size", type=int, default=None, help=_from_profile("batch_size", "images per step"))
+    p.add_argument("--lr", type=float, default=None, help=_from_profile("lr", "peak learning rate"))
+    p.add_argument("--width", type=int, default=None, help=_from_profile("model_width", "hidden channels"))
+    p.add_argument("--depth", type=int, default=None, help=_from_profile("model_depth", "extra 1x1 blocks, >= 0"))
+    p.add_argument("--sigma-min", type=float, default=None,
+                   help=_from_profile("sigma_range", "smallest training sigma > 0", 0))
+    p.add_argument("--sigma-max", type=float, default=None,
+                   help=_from_profile("sigma_range", "largest training sigma", 1))
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (otherwise an existing run there is replaced)")
     p.add_argument("--out", default="runs/resnet", help="run folder")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("compare", help="PSNR(network, LE-MMSE) tables for trained runs")
-    _common(p)
+    p = _subparser(sub, "compare", "PSNR(network, LE-MMSE) tables for runs of lemmse train",
+                   "lemmse compare runs/resnet runs/unet --sigmas 0.1 0.2 --out lemmse_out/compare")
     p.add_argument("runs", nargs="+", help="run folders written by lemmse train")
-    p.add_argument("--sigmas", type=float, nargs="+", default=None)
-    p.add_argument("--n-measurements", type=int, default=None)
-    p.add_argument("--out", default="lemmse_out/compare")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--sigmas", type=float, nargs="+", default=None,
+                   help=_from_profile("sigmas", "noise levels of the table"))
+    p.add_argument("--n-measurements", type=int, default=None,
+                   help=_from_profile("n_test", "measurements per (split, sigma)"))
+    p.add_argument("--out", default="lemmse_out/compare", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lemmse`` parser with its five subcommands."""
+    parser = _Parser(prog="lemmse", description=__doc__.strip(),
+                     epilog="example:\n  lemmse demo --profile quick\n\nlemmse SUBCOMMAND --help for the "
+                     "flags of each subcommand.", formatter_class=_HelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,estimate,train,compare,bench}",
+                                parser_class=_Parser)
+    _add_demo_estimate_bench(sub)
+    _add_train_compare(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Entry point: returns the exit code (0, or 2 after a one-line error on stderr)."""
     try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a parse error already printed on one line (2)
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
+        check_flags(args)
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
+        print(f"lemmse {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 

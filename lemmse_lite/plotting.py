@@ -32,27 +32,52 @@ def show_image(ax, img: torch.Tensor, title: str | None = None, vmin: float = 0.
 
 def image_grid(images, titles=None, row_labels=None, ncols: int | None = None, size: float = 1.8,
                suptitle: str | None = None):
-    """A grid of images. ``images``: a list of images, or a list of rows (lists) of images;
-    ``titles``: one per column (top row) or one per image; ``row_labels``: one per row."""
-    rows = images if images and isinstance(images[0], (list, tuple)) else None
+    """A grid of images, one Axes per image, no ticks; returns the Figure (the one image-grid
+    drawer of the package: the chapters, ``comparison_figure`` and ``compare`` use it).
+
+    Args:
+        images: a flat list of images (laid out ``ncols`` per row, default: all in one row) or a
+            list of rows (lists/tuples) of images; rows may be shorter than the longest (the
+            missing cells are blank). Each image is ``(C, H, W)`` with ``C`` in {1, 3},
+            ``(1, C, H, W)`` or ``(H, W)``, values in [0, 1] (clipped), any device.
+        titles: one per column (drawn over the top row), one per image (in order) or one per
+            cell (``nrow * ncol``, row by row); ``None``: no titles. When ``ncol`` equals the
+            number of images (one row) these coincide.
+        row_labels: one per row (y-label of its first image).
+        ncols: columns for a flat list. size: inches per cell. suptitle: figure title.
+
+    Layout: ``nrow x ncol`` Axes, ``fig.axes[r * ncol + c]`` is row ``r``, column ``c``.
+    """
+    if not images:
+        raise ValueError("images must be a non-empty list of images or of rows of images")
+    rows = images if isinstance(images[0], (list, tuple)) else None
     if rows is None:
         ncols = ncols or len(images)
         rows = [list(images[i : i + ncols]) for i in range(0, len(images), ncols)]
     nrow, ncol = len(rows), max(len(r) for r in rows)
+    n_images = sum(len(r) for r in rows)
+    if titles is not None and len(titles) not in (ncol, n_images, nrow * ncol):
+        raise ValueError(f"titles must have {ncol} (one per column), {n_images} (one per image) or "
+                         f"{nrow * ncol} (one per cell) entries, got {len(titles)}")
+    if row_labels is not None and len(row_labels) != nrow:
+        raise ValueError(f"row_labels must have {nrow} entries (one per row), got {len(row_labels)}")
     fig, axes = plt.subplots(nrow, ncol, figsize=(size * ncol, size * nrow + (0.4 if suptitle else 0)),
                              squeeze=False)
-    flat_titles = titles if titles is not None and len(titles) == nrow * ncol else None
+    per_image = titles is not None and len(titles) == n_images and len(titles) != ncol
+    per_cell = titles is not None and len(titles) == nrow * ncol and not per_image
+    k = 0
     for r, row in enumerate(rows):
         for c in range(ncol):
             ax = axes[r][c]
             if c >= len(row):
                 ax.axis("off")
                 continue
-            if flat_titles is not None:
-                title = flat_titles[r * ncol + c]
+            if per_image or per_cell:
+                title = titles[k if per_image else r * ncol + c]
             else:
                 title = titles[c] if titles is not None and r == 0 else None
             show_image(ax, row[c], title)
+            k += 1
             if c == 0 and row_labels is not None:
                 ax.set_ylabel(row_labels[r], fontsize=9)
     if suptitle:
