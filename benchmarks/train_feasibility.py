@@ -1,4 +1,6 @@
-"""Does a small network trained for a few CPU minutes follow the LE-MMSE? (``course/07_networks_vs_theory.md``, ``eq-agreement``)
+"""Does a small network trained for a few CPU minutes follow the LE-MMSE?
+
+The agreement measured is ``course/07_networks_vs_theory.md``, ``eq-agreement``.
 
 Trains each family for a wall-clock budget on the embedded grey photos (quick profile data) and
 prints PSNR(network, LE-MMSE), PSNR(network, x) and PSNR(LE-MMSE, x) on training and held-out
