@@ -83,7 +83,7 @@ def check_flags(args) -> None:
     lr = getattr(args, "lr", None)
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"--lr must be positive and finite, got {lr}")
-    if args.dataset is not None and not (args.dataset in data.DATASETS[:-1] or args.dataset.startswith("folder:")):
+    if args.dataset is not None and not (args.dataset in data.DATASETS or args.dataset.startswith("folder:")):
         raise ValueError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {args.dataset!r}")
 
 
@@ -205,7 +205,7 @@ def cmd_estimate(args) -> int:
     x_hat = run_estimator(args.estimator, y, train, sigma, A, B, _opt(args.patch_size, profile.patch_size))
     _sync(device)
     dt = time.time() - t0
-    print(f"{args.estimator} ({args.problem}, B = {args.B or 'none'}, sigma = {sigma:g}): "
+    print(f"{args.estimator} ({args.problem}, B = {_opt(args.B, 'none')}, sigma = {sigma:g}): "
           f"PSNR {metrics.psnr(x_hat, test).mean().item():.2f} dB, {dt:.2f} s for {len(test)} images")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +240,8 @@ def cmd_bench(args) -> int:
 def cmd_train(args) -> int:
     """Train a local CNN; the run folder (training.save_run) holds checkpoint.pt (atomic,
     resumable), history.json and model.pt (config + EMA weights) that lemmse compare reads."""
+    if args.n_test is not None:
+        raise ValueError("--n-test is not used by lemmse train (it sees training images only); leave it out")
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)
     name = _opt(args.dataset, profile.dataset)
@@ -257,7 +259,7 @@ def cmd_train(args) -> int:
                  _opt(args.batch_size, profile.batch_size), _opt(args.lr, profile.lr), device=str(device),
                  seed=profile.seed, checkpoint=checkpoint_path(args.out), resume=args.resume,
                  overwrite=not args.resume, compile=args.compile, progress=not args.quiet)
-    meta = {"arch": args.arch, "problem": args.problem, "B": args.B or "none", "dataset": name,
+    meta = {"arch": args.arch, "problem": args.problem, "B": _opt(args.B, "none"), "dataset": name,
             "n_train": len(images), "sigma_range": list(sigma_range), "seed": profile.seed,
             "seconds": time.time() - t0}
     run = save_run(args.out, model, hist, meta)
@@ -280,6 +282,16 @@ def _load_runs(paths, device):
     return models, metas[0]
 
 
+def _check_run_flags(args, meta):
+    """``--dataset`` and ``--n-train`` of ``lemmse compare`` are read from the run folders; given
+    on the command line they must agree with them (never silently ignored)."""
+    for dest, key in (("dataset", "dataset"), ("n_train", "n_train")):
+        given = getattr(args, dest)
+        if given is not None and given != meta[key]:
+            raise ValueError(f"{_flag(dest)} {given}: the runs were trained with {key} = {meta[key]} "
+                             f"(compare reads it from the run folder; leave {_flag(dest)} out)")
+
+
 def cmd_compare(args) -> int:
     """PSNR(network, LE-MMSE) on training and test measurements for runs of ``lemmse train``."""
     from .compare import compare, format_table as compare_table, save_comparison_figure, save_results
@@ -287,12 +299,13 @@ def cmd_compare(args) -> int:
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)
     models, first = _load_runs(args.runs, device)
+    _check_run_flags(args, first)
     train_images = load_images(first["dataset"], "train", first["n_train"], first["seed"], "--n-train")
     test_images = load_images(first["dataset"], "test", _opt(args.n_test, profile.n_test), first["seed"],
                               "--n-test")
     A, B = problem_operators(first["problem"], first["B"], *train_images.shape[-2:])
-    sigmas = args.sigmas or list(profile.sigmas)
-    table = compare(models, train_images, test_images, A, B, sigmas=sigmas,
+    sigmas = _opt(args.sigmas, list(profile.sigmas))
+    table = compare(models, train_images, test_images, A, B, sigmas=sigmas, patch_size=args.patch_size,
                     n_measurements=_opt(args.n_measurements, profile.n_test), seed=profile.seed,
                     progress=not args.quiet, keep_images=True, device=device)
     print(compare_table(table))
@@ -333,13 +346,17 @@ def _from_profile(field: str, what: str, index: int | None = None) -> str:
     return f"{what} (default: the profile's {field}, quick {values[0]}, full {values[1]})"
 
 
-def _common(p):
+def _common(p, from_run=False):
+    """The flags every subcommand has; with ``from_run`` (compare) --dataset and --n-train come
+    from the run folders and, when given, must agree with them."""
     p.add_argument("--profile", choices=["quick", "full"], default=None,
                    help="settings of every default below (default: $LEMMSE_PROFILE, else full with CUDA, "
                         "quick without)")
-    p.add_argument("--dataset", default=None,
-                   help=_from_profile("dataset", f"training/test images: {', '.join(data.DATASETS)}"))
-    p.add_argument("--n-train", type=int, default=None, help=_from_profile("n_train", "number of training images"))
+    run_help = "read from the run folders; if given, must agree with them"
+    p.add_argument("--dataset", default=None, help=f"training/test images ({run_help})" if from_run else
+                   _from_profile("dataset", f"training/test images: {', '.join(data.DATASETS)}"))
+    p.add_argument("--n-train", type=int, default=None, help=f"number of training images ({run_help})"
+                   if from_run else _from_profile("n_train", "number of training images"))
     p.add_argument("--n-test", type=int, default=None, help=_from_profile("n_test", "number of held-out images"))
     p.add_argument("--patch-size", type=int, default=None, help=_from_profile("patch_size", "odd patch size P"))
     p.add_argument("--device", default=None, help=_from_profile("device", "cpu, cuda or cuda:N"))
@@ -348,7 +365,7 @@ def _common(p):
 def _subparser(sub, name, summary, example):
     p = sub.add_parser(name, help=summary, description=summary + ".",
                        epilog=f"example:\n  {example}", formatter_class=_HelpFormatter)
-    _common(p)
+    _common(p, from_run=(name == "compare"))
     return p
 
 

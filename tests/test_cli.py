@@ -69,6 +69,13 @@ def test_train_and_compare(tmp_path, capsys):
                  "--n-test", "2", "--out", str(tmp_path / "cmp"), "--quiet"]) == 0
     assert "psnr_net_lemmse" in capsys.readouterr().out
     assert (tmp_path / "cmp" / "compare.json").exists()
+    # flags compare reads from the run folder are checked against it, not ignored
+    assert main(["compare", str(run), *QUICK, "--n-train", "17", "--quiet"]) == 2
+    assert "--n-train 17: the runs were trained with n_train = 16" in capsys.readouterr().err
+    assert main(["compare", str(run), *QUICK, "--dataset", "faces", "--quiet"]) == 2
+    assert "--dataset faces: the runs were trained with dataset = photos" in capsys.readouterr().err
+    assert main(["train", *QUICK, "--n-test", "2", "--out", str(run)]) == 2  # train has no test images
+    assert "--n-test is not used by lemmse train" in capsys.readouterr().err
 
 
 ERRORS = [  # (arguments, text the one-line error must contain)
@@ -136,7 +143,8 @@ def test_help_has_description_example_defaults_and_no_rest_markup(capsys):
         text = capsys.readouterr().out
         assert "example:\n  lemmse " + command in text
         assert "``" not in text and ":func:" not in text
-        assert "(default: the profile's n_train, quick 400" in " ".join(text.split())
+        expected = "read from the run folders" if command == "compare" else "(default: the profile's n_train, quick 400"
+        assert expected in " ".join(text.split())
     main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: resnet)" in text and "(default: the profile's train_steps" in text
