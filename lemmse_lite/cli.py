@@ -128,6 +128,16 @@ def _problem_data(args, profile, device):
     return train, test.to(device)
 
 
+def resolve_patch_size(args, profile, images: torch.Tensor) -> int:
+    """``--patch-size`` (default: the profile's), at most the image side of ``images`` (N, C, H, W)."""
+    P = _opt(args.patch_size, profile.patch_size)
+    h, w = images.shape[-2:]
+    if P > min(h, w):
+        flag = "--patch-size" if args.patch_size is not None else "the profile's patch_size"
+        raise ValueError(f"{flag} {P} exceeds the image size {h}x{w}")
+    return P
+
+
 def run_estimator(label, y, train, sigma, A, B, patch_size):
     """Run the estimator called ``label`` (a key of :data:`ESTIMATORS`) on ``y`` (B, C, H, W)."""
     fn = getattr(estimators, ESTIMATORS[label])
@@ -174,7 +184,7 @@ def cmd_demo(args) -> int:
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)
     train, test = _problem_data(args, profile, device)
-    P = _opt(args.patch_size, profile.patch_size)
+    P = resolve_patch_size(args, profile, test)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm([(p, e) for p in args.problems for e in ESTIMATORS], desc="demo", disable=args.quiet)
@@ -202,7 +212,7 @@ def cmd_estimate(args) -> int:
     sigma = _opt(args.sigma, DEMO_SIGMA[args.problem])
     y = operators.measure(A, test, sigma, profile.seed)
     t0 = time.time()
-    x_hat = run_estimator(args.estimator, y, train, sigma, A, B, _opt(args.patch_size, profile.patch_size))
+    x_hat = run_estimator(args.estimator, y, train, sigma, A, B, resolve_patch_size(args, profile, test))
     _sync(device)
     dt = time.time() - t0
     print(f"{args.estimator} ({args.problem}, B = {_opt(args.B, 'none')}, sigma = {sigma:g}): "
@@ -220,7 +230,7 @@ def cmd_bench(args) -> int:
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)
     train, test = _problem_data(args, profile, device)
-    P = _opt(args.patch_size, profile.patch_size)
+    P = resolve_patch_size(args, profile, test)
     y = operators.measure(None, test, 0.2, 0)
     estimators.le_mmse(y[:1], train[:8], 0.2, P)  # warm-up
     _sync(device)
@@ -242,13 +252,15 @@ def cmd_train(args) -> int:
     resumable), history.json and model.pt (config + EMA weights) that lemmse compare reads."""
     if args.n_test is not None:
         raise ValueError("--n-test is not used by lemmse train (it sees training images only); leave it out")
+    if args.compile and not str(_opt(args.device, get_profile(args.profile).device)).startswith("cuda"):
+        raise ValueError("--compile needs --device cuda (torch.compile is used on CUDA only)")
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)
     name = _opt(args.dataset, profile.dataset)
     images = load_images(name, "train", _opt(args.n_train, profile.n_train), profile.seed, "--n-train")
     c, h, w = images.shape[1:]
     A, B = problem_operators(args.problem, args.B, h, w)
-    P = _opt(args.patch_size, profile.patch_size)
+    P = resolve_patch_size(args, profile, images)
     model = make_model(args.arch, patch_size=P, channels=c, width=_opt(args.width, profile.model_width),
                        depth=_opt(args.depth, profile.model_depth))
     sigma_range = (_opt(args.sigma_min, profile.sigma_range[0]), _opt(args.sigma_max, profile.sigma_range[1]))
@@ -412,7 +424,7 @@ def _add_train_compare(sub):
                    help=_from_profile("sigma_range", "smallest training sigma > 0", 0))
     p.add_argument("--sigma-max", type=float, default=None,
                    help=_from_profile("sigma_range", "largest training sigma", 1))
-    p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA only: an error with a CPU device)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out (otherwise an existing run there is replaced)")
     p.add_argument("--out", default="runs/resnet", help="run folder")
