@@ -30,6 +30,7 @@ from .training import CheckpointError, checkpoint_path, load_run, save_run, trai
 
 ESTIMATORS = {"MMSE": "mmse", "E-MMSE": "equivariant_mmse", "LE-MMSE": "le_mmse"}
 DEMO_SIGMA = {"denoising": 0.2, "inpainting": 0.05, "deblurring": 0.05}
+DEMO_SIGMA_TEXT = ", ".join(f"{k} {v:g}" for k, v in DEMO_SIGMA.items())
 #: Above this noise level (the pixel range [0, 1]) the CLI warns: the noise swamps the image and
 #: every estimator tends to the prior mean (the mean training pixel / patch centre).
 SIGMA_WARN = 1.0
@@ -387,7 +388,7 @@ def _add_demo_estimate_bench(sub):
     p.add_argument("--problems", nargs="+", choices=operators.PROBLEMS, default=list(operators.PROBLEMS),
                    help="inverse problems to solve")
     p.add_argument("--sigma", type=float, default=None,
-                   help=SIGMA_HELP + f" (default: per problem, {DEMO_SIGMA})")
+                   help=SIGMA_HELP + f" (default: per problem, {DEMO_SIGMA_TEXT})")
     p.add_argument("--out", default="lemmse_out/demo", help="output folder for demo.png and demo.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
@@ -399,7 +400,7 @@ def _add_demo_estimate_bench(sub):
     p.add_argument("--B", default=None,
                    help="pre-inverse: none, adjoint, pinv, tikhonov:EPS, eps-mask:EPS (default: none)")
     p.add_argument("--sigma", type=float, default=None,
-                   help=SIGMA_HELP + f" (default: per problem, {DEMO_SIGMA})")
+                   help=SIGMA_HELP + f" (default: per problem, {DEMO_SIGMA_TEXT})")
     p.add_argument("--out", default=None, help="save x_hat, y and x to this .pt file (default: not saved)")
     p.set_defaults(func=cmd_estimate)
 
