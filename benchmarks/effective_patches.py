@@ -1,5 +1,5 @@
 """Effective number of patches ``N_eff(0.99)`` of LE-MMSE for deconvolution, per pre-inverse B
-(THEORY.md §6; issue 3's table).
+(course/08_generalisation.md, eq-n-eff; issue 3's table).
 
 Setup: grey 32×32 photos, Gaussian blur std 1 (``Blur(gaussian_kernel(1.0))``), P = 5, N = 400
 training crops, 4 held-out measurements ``y = A x + σ e`` (test crops, seed 0), σ ∈ {0.01, 0.05},

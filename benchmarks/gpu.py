@@ -19,10 +19,13 @@ Reported, in one run:
 TF32 is switched off (``torch.backends.cuda.matmul.allow_tf32 = False``,
 ``torch.backends.cudnn.allow_tf32 = False``): the scores are true float32.
 
-Block sizes: ``lemmse_lite.engine`` scores keys in blocks of ``QUERY_BLOCK × KEY_BLOCK`` (512 × 2048)
-tuned for CPU caches; on a GPU such blocks make the run launch-bound. On CUDA this script sets the
-module constants to ``--query-block`` × ``--key-block`` (default 32768 × 16384) unless
-``--package-blocks`` is given; it prints which were used.
+Block sizes: the engine scores keys in ``query_block × key_block`` blocks given by an
+``EngineConfig``; the package default comes from ``lemmse_lite.engine.default_engine(device)``
+(CPU 1024 × 1024, CUDA 16384 × 16384). This script builds
+``EngineConfig(--query-block, --key-block, fused=--fused)`` (default 32768 × 16384 on CUDA, the
+package default on CPU) and
+passes it to every ``le_mmse`` call, unless ``--package-blocks`` is given (then the device default);
+it prints and records the configuration actually used.
 
     python benchmarks/gpu.py            # CUDA if available (full size), else CPU
     python benchmarks/gpu.py --small    # tiny run, works on CPU (used by the tests)
@@ -50,8 +53,8 @@ from baselines import (
     write_json,
 )
 
-from lemmse_lite import engine
 from lemmse_lite.data import load
+from lemmse_lite.engine import EngineConfig, default_engine
 from lemmse_lite.estimators import DEFAULT_MAX_MEMORY, le_mmse
 
 
@@ -67,9 +70,12 @@ def parse(argv):
     p.add_argument("--gen-chunk", type=int, default=2048, help="images per generated training chunk")
     p.add_argument("--max-memory", type=int, default=None,
                    help="le_mmse max_memory in bytes (default: the package's 256 MiB)")
-    p.add_argument("--query-block", type=int, default=32768)
-    p.add_argument("--key-block", type=int, default=16384)
-    p.add_argument("--package-blocks", action="store_true", help="keep the engine's own block sizes")
+    p.add_argument("--query-block", type=int, default=None,
+                   help="engine query block (default: 32768 on CUDA, the package default on CPU)")
+    p.add_argument("--key-block", type=int, default=None,
+                   help="engine key block (default: 16384 on CUDA, the package default on CPU)")
+    p.add_argument("--package-blocks", action="store_true", help="use the engine's default configuration")
+    p.add_argument("--fused", action="store_true", help="fused memory-efficient attention kernel (CUDA)")
     p.add_argument("--base-meas", type=int, default=1)
     p.add_argument("--base-n", type=int, default=2000)
     p.add_argument("--acc-meas", type=int, default=4)
@@ -84,6 +90,13 @@ def parse(argv):
     return args
 
 
+def engine_config(args, cuda: bool, default: EngineConfig) -> EngineConfig:
+    """The configuration of this run: the flags given, else 32768 × 16384 on CUDA, else the default."""
+    qb = args.query_block or (32768 if cuda else default.query_block)
+    kb = args.key_block or (16384 if cuda else default.key_block)
+    return EngineConfig(qb, kb, args.fused or default.fused)
+
+
 def main(argv=None):
     args = parse(argv)
     if args.threads:
@@ -93,12 +106,11 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     sync = torch.cuda.synchronize if cuda else None
-    blocks = (engine.QUERY_BLOCK, engine.KEY_BLOCK)
-    if cuda and not args.package_blocks:
-        engine.QUERY_BLOCK, engine.KEY_BLOCK = args.query_block, args.key_block
+    default = default_engine(device)
+    eng = default if args.package_blocks else engine_config(args, cuda, default)
     env = environment(device)
     print(f"gpu: device = {device} ({env['device']}), TF32 matmul = {torch.backends.cuda.matmul.allow_tf32}, "
-          f"engine blocks = {engine.QUERY_BLOCK} x {engine.KEY_BLOCK} (package default {blocks[0]} x {blocks[1]})")
+          f"engine = {eng} (package default {default})")
 
     base = load("photos-rgb", "train", size=args.size).to(device)
     test = load("photos-rgb", "test", size=args.size).to(device)
@@ -106,7 +118,7 @@ def main(argv=None):
     y = x + args.sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(device)
     c, h, w = x.shape[1:]
     P, s = args.patch, args.sigma
-    kw = {} if args.max_memory is None else {"max_memory": args.max_memory}
+    kw = {"engine": eng} if args.max_memory is None else {"engine": eng, "max_memory": args.max_memory}
 
     def train_stream(n):
         for i0 in range(0, n, args.gen_chunk):
@@ -160,10 +172,9 @@ def main(argv=None):
     print(table([{"le_mmse float32 err": err, "le_mmse float64 err": err_pkg64, "tol": 1e-5}],
                 ["le_mmse float32 err", "le_mmse float64 err", "tol"]))
     out = {"env": env, "args": vars(args), "seconds": t_fast, "flops": flops, "tflops": tflops,
-           "peak_cuda_gib": peak, "blocks": [engine.QUERY_BLOCK, engine.KEY_BLOCK],
+           "peak_cuda_gib": peak, "blocks": [eng.query_block, eng.key_block], "fused": eng.fused,
            "default_max_memory": DEFAULT_MAX_MEMORY, "rows": rows,
            "max_abs_err_float32": err, "max_abs_err_float64": err_pkg64}
-    engine.QUERY_BLOCK, engine.KEY_BLOCK = blocks
     write_json(args.json, out)
     return out
 

@@ -1,4 +1,4 @@
-"""Working memory of ``le_mmse`` does not grow with the number of training images N (THEORY.md §5).
+"""Working memory of ``le_mmse`` does not grow with the number of training images N (course/05_closed_form.md, eq-attention).
 
 Each case runs in a fresh subprocess that (1) loads its inputs (training tensor or the base crops
 a generator augments on the fly, plus the measurement), (2) warms ``le_mmse`` up on two images,

@@ -38,9 +38,10 @@ import torch
 from tqdm.auto import tqdm
 
 NEFF_SLACK = 1e-6  # N_eff(τ): fewest weights summing to ≥ τ − NEFF_SLACK (`eq-n-eff`)
-N_BINS = 2048  # arithmetic log-weight bins per histogram level
+N_BINS = 256  # arithmetic log-weight bins per histogram level
 MAX_LEVELS = 3  # histogram levels before a full critical bin is treated as ties
-COLLECT_BUDGET = 2**23  # largest number of log-weights gathered by one collection pass
+COLLECT_BUDGET = 2**23  # log-weights gathered by one collection pass, at most (about)
+MIN_COLLECT = 256  # ... but always up to this many per query
 PROGRESS_DELAY = 3.0  # seconds before a pass shows a progress bar
 
 
@@ -147,24 +148,36 @@ class NonZeroCount:
         self.count = torch.zeros(len(log_norm), dtype=torch.long, device=log_norm.device)
 
     def update(self, rows, scores, values=None, key_ids=None):
-        w = scores.sub_(self.log_norm[rows, None]).exp_()
-        self.count[rows] += (w > 0).sum(1)
+        x = scores.sub_(self.log_norm[rows, None])
+        # exp(x) is a normal float above log(tiny) and 0 below log(smallest subnormal) − 1: only the
+        # band in between is evaluated (subnormal results are ~10x slower on x86)
+        info = torch.finfo(x.dtype)
+        normal, zero = math.log(info.tiny), math.log(info.tiny * info.eps) - 1.0
+        count = (x > normal).sum(1)
+        band = (x <= normal) & (x > zero)
+        if band.any():
+            count += (torch.where(band, x, torch.full_like(x, 2 * zero)).exp_() > 0).sum(1)
+        self.count[rows] += count
+
+
+HIST, COLLECT, COUNT, DONE = 0, 1, 2, 3  # what the next pass does for a query
 
 
 @dataclass
 class _Bracket:
     """Per query (Q): the nested bins chosen so far. Level ℓ puts log-weight ``x`` in bin
     ``⌊(ref[:, ℓ] − x)·scale[:, ℓ]⌋`` (clamped to ``0..N_BINS−1``); a weight is *inside* the bracket
-    when it lies in bin ``chosen[:, ℓ]`` at every level ``ℓ < depth``. ``above_mass/above_count``:
-    the weights before the bracket (larger); ``mode``: 0 histogram next, 1 collect next, 2 done."""
+    when it lies in bin ``chosen[:, ℓ]`` at every level ``ℓ < depth``, *above* it when it lies in an
+    earlier bin at the first level where it leaves. ``above_mass``/``bin_mass``: the mass above and
+    inside (from the histograms); ``mode``: HIST, COLLECT (gather and sort the inside weights),
+    COUNT (count only: near-ties at the last level) or DONE; ``result``: N_eff when DONE."""
 
     ref: torch.Tensor
     scale: torch.Tensor
     chosen: torch.Tensor
     depth: torch.Tensor
     above_mass: torch.Tensor
-    above_count: torch.Tensor
-    bin_count: torch.Tensor
+    bin_mass: torch.Tensor
     mode: torch.Tensor
     result: torch.Tensor
 
@@ -174,54 +187,91 @@ def _bin_index(x, ref, scale):
     return (ref[:, None] - x).mul_(scale[:, None]).floor_().clamp_(0, N_BINS - 1).long()
 
 
+def _at(table: torch.Tensor, rows, col: torch.Tensor) -> torch.Tensor:
+    """``table[rows[q], col[q]]`` for rows a slice or a long tensor."""
+    return table[rows].gather(1, col[:, None]).squeeze(1)
+
+
+def _add(table: torch.Tensor, rows, values: torch.Tensor):
+    """``table[rows] += values`` for rows a slice or a long tensor (no duplicates)."""
+    if isinstance(rows, slice):
+        table[rows] += values
+    else:
+        table.index_add_(0, rows, values.to(table.dtype))
+
+
 class NeffPass:
-    """Consumer of one N_eff pass: a histogram of the weights inside each bracket (mode 0 queries)
-    and the exact log-weights inside the bracket (mode 1 queries), see :class:`_Bracket`."""
+    """Consumer of one N_eff pass: for HIST queries the mass of the inside weights per bin of the next
+    level; for COLLECT/COUNT queries the exact counts inside and above (and, COLLECT, the inside
+    log-weights themselves)."""
 
     def __init__(self, log_norm: torch.Tensor, br: _Bracket):
         self.log_norm, self.br = log_norm, br
         q, dev = len(log_norm), log_norm.device
         self.mass = torch.zeros(q, N_BINS + 1, dtype=torch.float64, device=dev)
-        self.count = torch.zeros(q, N_BINS + 1, dtype=torch.float64, device=dev)
+        self.inside = torch.zeros(q, dtype=torch.long, device=dev)
+        self.above = torch.zeros(q, dtype=torch.long, device=dev)
         self.collected_rows, self.collected = [], []
         self.max_depth = int(br.depth.max())
 
+    def _locate(self, rows, x):
+        """(q, k) log-weights -> (inside, above) (q, k) bool, or (None, None) before any level."""
+        inside = above = None
+        for lvl in range(self.max_depth):
+            fixed = self.br.depth[rows] > lvl
+            if not fixed.any():
+                continue
+            idx = _bin_index(x, self.br.ref[rows, lvl], self.br.scale[rows, lvl])
+            chosen = self.br.chosen[rows, lvl][:, None]
+            up = fixed[:, None] & (idx < chosen)
+            up = up if inside is None else up & inside
+            above = up if above is None else above | up
+            ok = ~fixed[:, None] | (idx == chosen)
+            inside = ok if inside is None else inside & ok
+        return inside, above
+
     def update(self, rows, scores, values=None, key_ids=None):
-        rows = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
-        br = self.br
-        mode = br.mode[rows]
-        hist, coll = mode == 0, mode == 1
-        if not bool(hist.any() | coll.any()):
+        mode = self.br.mode[rows]
+        hist, exact = mode == HIST, (mode == COLLECT) | (mode == COUNT)
+        if not bool(hist.any() | exact.any()):
             return
         x = scores.sub_(self.log_norm[rows, None])
-        inside = None
-        for lvl in range(self.max_depth):
-            fixed = br.depth[rows] > lvl
-            if fixed.any():
-                idx = _bin_index(x, br.ref[rows, lvl], br.scale[rows, lvl])
-                ok = ~fixed[:, None] | (idx == br.chosen[rows, lvl][:, None])
-                inside = ok if inside is None else inside & ok
+        inside, above = self._locate(rows, x)
         if bool(hist.all()):  # the common first pass: no copies
             self._histogram(rows, x, inside)
             return
+        if bool(exact.all()):  # the common last pass: no copies either
+            self._count(rows, x, inside, above, mode == COLLECT)
+            return
+        rows = torch.arange(rows.start, rows.stop, device=x.device) if isinstance(rows, slice) else rows
         if hist.any():
             self._histogram(rows[hist], x[hist], None if inside is None else inside[hist])
-        if coll.any():
-            sel = inside[coll] if inside is not None else torch.ones_like(x[coll], dtype=torch.bool)
+        if exact.any():
+            self._count(rows[exact], x[exact], inside[exact], above[exact], mode[exact] == COLLECT)
+
+    def _count(self, rows, x, inside, above, collect):
+        _add(self.inside, rows, inside.sum(1))
+        _add(self.above, rows, above.sum(1))
+        if collect.any():
+            sel = inside if bool(collect.all()) else inside & collect[:, None]
             local, _ = torch.nonzero(sel, as_tuple=True)
-            self.collected_rows.append(rows[coll][local].to(torch.int32))
-            self.collected.append(x[coll][sel])
+            rows = torch.arange(rows.start, rows.stop, device=x.device) if isinstance(rows, slice) else rows
+            self.collected_rows.append(rows[local].to(torch.int32))
+            self.collected.append(x[sel])
 
     def _histogram(self, rows, x, inside):
         lvl = self.br.depth[rows]
-        idx = _bin_index(x, self.br.ref[rows, lvl], self.br.scale[rows, lvl])
-        w = x.exp()
-        shape = (len(rows), N_BINS + 1)
-        ones = torch.ones_like(w)
+        idx = _bin_index(x, _at(self.br.ref, rows, lvl), _at(self.br.scale, rows, lvl))
         if inside is not None:  # weights outside the bracket go to the spare bin N_BINS
             idx.masked_fill_(~inside, N_BINS)
-        self.mass[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w).double()
-        self.count[rows] += torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, ones).double()
+        # clamp: exp of very negative log-weights gives subnormals, ~10x slower on x86; such weights
+        # (< e^-80) only reach the last bin (below the floor), whose mass is never counted
+        w = x.clamp_(min=-80.0).exp_()
+        hist = torch.zeros(len(w), N_BINS + 1, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w)
+        if isinstance(rows, slice):
+            self.mass[rows] += hist
+        else:
+            self.mass.index_add_(0, rows, hist.double())
 
 
 def _new_bracket(top_log_weight, n_keys, target: float) -> _Bracket:
@@ -235,46 +285,40 @@ def _new_bracket(top_log_weight, n_keys, target: float) -> _Bracket:
     scale[:, 0] = (N_BINS / (top - floor).clamp_min(1e-3)).to(ref.dtype)
     zeros = torch.zeros(q, dtype=torch.long, device=dev)
     return _Bracket(ref, scale, torch.zeros(q, MAX_LEVELS + 1, dtype=torch.long, device=dev), zeros.clone(),
-                    torch.zeros(q, dtype=torch.float64, device=dev), zeros.clone(), zeros.clone(),
+                    torch.zeros(q, dtype=torch.float64, device=dev), torch.zeros(q, dtype=torch.float64, device=dev),
                     zeros.clone(), zeros.clone())
 
 
 def _choose_bins(br: _Bracket, consumer: NeffPass, target: float, cap: int):
-    """After a histogram pass: fix the critical bin of every mode-0 query (the first bin where the
-    cumulative mass reaches the target) and decide the next step (collect, split or ties)."""
-    rows = torch.nonzero(br.mode == 0).squeeze(1)
-    mass, count = consumer.mass[rows, :N_BINS], consumer.count[rows, :N_BINS]
+    """After a histogram pass: fix the critical bin of every HIST query (the first bin where the
+    cumulative mass reaches the target) and the next step: COLLECT when the bin holds at most
+    ``cap`` weights (bound: its mass over its smallest weight), else one more level, or COUNT."""
+    rows = torch.nonzero(br.mode == HIST).squeeze(1)
+    mass = consumer.mass[rows, :N_BINS]
     cum = br.above_mass[rows, None] + mass.cumsum(1)
-    j = (cum < target).sum(1)
-    last = torch.where(count > 0, torch.arange(N_BINS, device=rows.device), 0).amax(1)
-    j = torch.minimum(j, last)  # target never reached (round-off): the last non-empty bin
+    bins = torch.arange(N_BINS, device=rows.device)
+    last = torch.where(mass > 0, bins, 0).amax(1)
+    j = torch.minimum((cum < target).sum(1), last)  # target never reached (round-off): last non-empty bin
     lvl = br.depth[rows]
-    before = torch.arange(N_BINS, device=rows.device)[None] < j[:, None]
-    bin_mass = mass.gather(1, j[:, None]).squeeze(1)
-    br.above_mass[rows] += (mass * before).sum(1)
-    br.above_count[rows] += (count * before).sum(1).round().long()
-    br.bin_count[rows] = count.gather(1, j[:, None]).squeeze(1).round().long()
+    br.above_mass[rows] += (mass * (bins[None] < j[:, None])).sum(1)
+    br.bin_mass[rows] = mass.gather(1, j[:, None]).squeeze(1)
     br.chosen[rows, lvl] = j
     ref, scale = br.ref[rows, lvl], br.scale[rows, lvl]
     br.ref[rows, lvl + 1] = ref - j.to(ref.dtype) / scale
     br.scale[rows, lvl + 1] = scale * N_BINS
     br.depth[rows] = lvl + 1
-    small = br.bin_count[rows] <= cap
-    ties = ~small & (lvl + 1 >= MAX_LEVELS)
-    br.mode[rows] = torch.where(small, 1, 0)
-    if ties.any():  # weights equal to ~1e-9 relative: the gap divided by their mean
-        t = rows[ties]
-        mean_w = bin_mass[ties] / br.bin_count[t].clamp_min(1)
-        need = torch.ceil((target - br.above_mass[t]).clamp_min(0) / mean_w.clamp_min(1e-300) - 1e-9).long()
-        br.result[t] = br.above_count[t] + torch.minimum(need.clamp_min(1), br.bin_count[t])
-        br.mode[t] = 2
+    lowest = (ref - (j + 1).to(ref.dtype) / scale).double()  # smallest log-weight in the bin
+    bound = br.bin_mass[rows] * torch.exp(-lowest) * 1.01 + 1
+    split = torch.where(lvl + 1 >= MAX_LEVELS, COUNT, HIST)
+    br.mode[rows] = torch.where(bound <= cap, COLLECT, split)
 
 
-def _count_collected(br: _Bracket, consumer: NeffPass, target: float):
-    """After a collection pass: sort each mode-1 query's critical-bin weights (descending) and count
-    the fewest whose sum closes the gap to the target."""
-    rows = torch.nonzero(br.mode == 1).squeeze(1)
+def _count_exact(br: _Bracket, consumer: NeffPass, target: float):
+    """After a pass: COLLECT queries sort their inside weights (descending) and count the fewest that
+    close the gap to the target; COUNT queries (near-ties, equal to ~1e-9 relative) divide the gap
+    by the mean inside weight."""
     q = len(br.mode)
+    need = torch.ones(q, dtype=torch.long, device=br.mode.device)
     if consumer.collected:
         who = torch.cat(consumer.collected_rows).long()
         x = torch.cat(consumer.collected)
@@ -283,15 +327,18 @@ def _count_collected(br: _Bracket, consumer: NeffPass, target: float):
         order = torch.sort(who, stable=True).indices
         who, w = who[order], x[order].exp().double()
         cum = w.cumsum(0)
-        starts = torch.zeros(q + 1, dtype=torch.long, device=w.device)
-        starts[1:] = torch.bincount(who, minlength=q).cumsum(0)
+        starts = torch.bincount(who, minlength=q).cumsum(0) - torch.bincount(who, minlength=q)
         base = torch.where(starts[who] > 0, cum[(starts[who] - 1).clamp_min(0)], torch.zeros_like(cum))
         short = br.above_mass[who] + (cum - base) < target
         need = torch.bincount(who[short], minlength=q) + 1
-    else:
-        need = torch.ones(q, dtype=torch.long, device=br.mode.device)
-    br.result[rows] = br.above_count[rows] + torch.minimum(need[rows], br.bin_count[rows])
-    br.mode[rows] = 2
+    ties = br.mode == COUNT
+    mean_w = br.bin_mass / consumer.inside.clamp_min(1)
+    gap = (target - br.above_mass).clamp_min(0)
+    tie_need = torch.ceil(gap / mean_w.clamp_min(1e-300) - 1e-9).long().clamp_min(1)
+    need = torch.where(ties, tie_need, need)
+    rows = (br.mode == COLLECT) | ties
+    br.result[rows] = (consumer.above + torch.minimum(need, consumer.inside))[rows]
+    br.mode[rows] = DONE
 
 
 def effective_patches_pass(run, log_norm: torch.Tensor, top_log_weight: torch.Tensor, n_keys: torch.Tensor,
@@ -302,18 +349,16 @@ def effective_patches_pass(run, log_norm: torch.Tensor, top_log_weight: torch.Te
     ``log_norm``: (Q,) final log-normalisers; ``top_log_weight``: (Q,) the largest log-weight;
     ``n_keys``: (Q,) an upper bound on the number of weights; ``n_train``: images per pass (for the
     progress bar). ``τ = 1``: one counting pass."""
-    total = n_train
     if tau >= 1:
-        return _run_pass(run, NonZeroCount(log_norm), total, "N_eff(1)").count
+        return _run_pass(run, NonZeroCount(log_norm), n_train, "N_eff(1)").count
     target = tau - NEFF_SLACK
     br = _new_bracket(top_log_weight, n_keys, target)
-    cap = max(256, COLLECT_BUDGET // max(1, len(log_norm)))
-    for k in range(2 * MAX_LEVELS + 1):
-        if bool((br.mode == 2).all()):
+    cap = max(MIN_COLLECT, COLLECT_BUDGET // max(1, len(log_norm)))
+    for k in range(MAX_LEVELS + 2):
+        if bool((br.mode == DONE).all()):
             break
-        consumer = _run_pass(run, NeffPass(log_norm, br), total, f"N_eff({tau:g}) pass {k + 1}")
-        if bool((br.mode == 1).any()):  # first: the bins chosen below are collected next pass
-            _count_collected(br, consumer, target)
-        if bool((br.mode == 0).any()):
+        consumer = _run_pass(run, NeffPass(log_norm, br), n_train, f"N_eff({tau:g}) pass {k + 1}")
+        _count_exact(br, consumer, target)  # first: the bins chosen below are counted next pass
+        if bool((br.mode == HIST).any()):
             _choose_bins(br, consumer, target, cap)
     return br.result

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .checks import check_positive_int
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -47,10 +49,8 @@ class EngineConfig:
     fused: bool = False
 
     def __post_init__(self):
-        for name in ("query_block", "key_block"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(self.query_block, "query_block")
+        check_positive_int(self.key_block, "key_block")
         if not isinstance(self.fused, bool):
             raise TypeError(f"fused must be a bool, got {type(self.fused).__name__}")
 

@@ -518,8 +518,7 @@ def _check_supports(supports, classes, stride: int, patch_size: int):
 def _check_le_args(chunk_size, return_diagnostics, top_k, max_memory):
     check_chunk_size(chunk_size)
     _check_flag(return_diagnostics, "return_diagnostics")
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k <= 0:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    check_positive_int(top_k, "top_k")
     check_positive_int(max_memory, "max_memory")
 
 

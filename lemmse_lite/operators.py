@@ -1,16 +1,17 @@
-"""Linear forward operators and pre-inverses (THEORY.md §1, §8).
+"""Linear forward operators and pre-inverses (`course/00_inverse_problems.md`, `eq-forward`,
+`eq-pre-inverse`).
 
 Every operator is a callable on images ``(B, C, H, W) -> (B, C, H, W)`` with
 
 * ``A.T``            the adjoint, as an operator;
 * ``A.pinv()``       the exact pseudo-inverse (singular values ``s > 1e-6 * s_max`` inverted);
 * ``A.tikhonov(eps)`` the regularised inverse ``(AᵀA + εI)⁻¹Aᵀ``;
-* ``A.kind``         ``"identity"``, ``"diagonal"``, ``"fourier"`` or ``"general"``, which the
-  estimators use to pick a fast path (THEORY.md §4.2: diagonal ``B`` → pattern groups,
-  translation-equivariant ``B`` → one whitening);
+* ``A.kind``         ``"identity"``, ``"diagonal"``, ``"fourier"`` or ``"general"``: a read-only
+  description (the estimators pick their fast path from the operator's class, `eq-le-general`:
+  :class:`Diagonal` ``B`` → pattern groups, :class:`FourierMultiplier` ``B`` → one whitening);
 * ``A.matrix(shape)`` the dense ``(n, n)`` matrix acting on ``x.reshape(-1)`` (C, then H, then W).
 
-Conventions (THEORY.md §8): masks are 1 = observed, 0 = missing; a blur is a true circular
+Conventions (`course/00_inverse_problems.md`): masks are 1 = observed, 0 = missing; a blur is a true circular
 convolution ``(Ax)[n] = Σ_j k[j] x[n − j]`` with the kernel centred at ``(kh//2, kw//2)``.
 """
 
@@ -21,9 +22,9 @@ from typing import Callable
 
 import torch
 
-from .checks import check_sigma
+from .checks import check_positive_int, check_sigma
 
-RANK_TOL = 1e-6  # THEORY.md §4.2: a singular value counts when s > RANK_TOL * s_max
+RANK_TOL = 1e-6  # a singular value counts when s > RANK_TOL * s_max (`course/05_closed_form.md`, `eq-le-general`)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -62,7 +63,12 @@ def _check_eps(eps) -> float:
 class Operator:
     """A linear operator on images (B, C, H, W). Subclasses implement ``_apply``."""
 
-    kind = "general"
+    _kind = "general"
+
+    @property
+    def kind(self) -> str:
+        """Read-only description: ``"identity"``, ``"diagonal"``, ``"fourier"`` or ``"general"``."""
+        return self._kind
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         check_images(x)
@@ -90,7 +96,7 @@ class Operator:
     @property
     def is_equivariant(self) -> bool:
         """True when the operator commutes with every circular shift."""
-        return self.kind in ("identity", "fourier")
+        return isinstance(self, (Denoising, FourierMultiplier))
 
     def matrix(self, shape, dtype=torch.float64, device=None) -> torch.Tensor:
         """Dense matrix ``M`` with ``op(x).reshape(-1) = M @ x.reshape(-1)``; shape = (C, H, W)."""
@@ -105,9 +111,19 @@ class Operator:
 
 # ----------------------------------------------------------------------------- identity / diagonal
 
+def _check_non_negative(values: torch.Tensor, name: str) -> torch.Tensor:
+    """Masks and diagonal maps are finite and ≥ 0: 0/1 masks, the ε-mask (ε > 0 on the holes) and any
+    non-binary weighting in between (`course/00_inverse_problems.md`, `eq-pre-inverse`)."""
+    if (values < 0).any():
+        raise ValueError(f"{name} must have non-negative entries (1 = observed, 0 = missing), "
+                         f"got a minimum of {values.min().item():g}")
+    return values
+
+
 def _normalise_mask(mask, name: str = "mask") -> torch.Tensor:
-    """Accept (H,W), (1,H,W), (C,H,W), (1,1,H,W), (1,C,H,W); return (C', H, W), C' ∈ {1, C}."""
-    mask = _as_float_tensor(mask, name)
+    """Accept (H,W), (1,H,W), (C,H,W), (1,1,H,W), (1,C,H,W); return (C', H, W), C' ∈ {1, C}.
+    Entries must be finite and non-negative (a ValueError names ``name`` otherwise)."""
+    mask = _check_non_negative(_as_float_tensor(mask, name), name)
     if mask.dim() == 2:
         mask = mask[None]
     elif mask.dim() == 4:
@@ -124,9 +140,9 @@ def _normalise_mask(mask, name: str = "mask") -> torch.Tensor:
 class Diagonal(Operator):
     """``A x = b ⊙ x`` with a fixed real map ``b`` of shape (C', H, W), C' ∈ {1, C}."""
 
-    kind = "diagonal"
+    _kind = "diagonal"
 
-    def __init__(self, b: torch.Tensor, name: str = "mask"):
+    def __init__(self, b: torch.Tensor, name: str = "b"):
         self.b = _normalise_mask(b, name)
 
     def diagonal(self, shape) -> torch.Tensor:
@@ -178,7 +194,7 @@ class Inpainting(Diagonal):
 class Denoising(Operator):
     """Denoising, ``A = I``."""
 
-    kind = "identity"
+    _kind = "identity"
 
     def _apply(self, x):
         return x
@@ -207,7 +223,7 @@ class FourierMultiplier(Operator):
     channels. ``spectrum(h, w)`` returns the complex128 multiplier ``m`` of shape (h, w); it must be
     Hermitian (``m[-f] = conj(m[f])``) so that real images stay real."""
 
-    kind = "fourier"
+    _kind = "fourier"
 
     def __init__(self, spectrum: Callable[[int, int], torch.Tensor], name: str = "FourierMultiplier"):
         self._spectrum_fn = spectrum
@@ -245,7 +261,7 @@ class FourierMultiplier(Operator):
         return self._derived(lambda m: m.conj() / (m.abs() ** 2 + eps), f"{self.name}.tikhonov({eps:g})")
 
     def patch_covariance(self, h: int, w: int, patch_size: int) -> torch.Tensor:
-        """``S₁ = Π B Bᵀ Πᵀ`` for one channel, (P², P²) float64 (THEORY.md §4.2, equivariant ``B``).
+        """``S₁ = Π B Bᵀ Πᵀ`` for one channel, (P², P²) float64 (`eq-whitened`, equivariant ``B``).
 
         ``B Bᵀ`` is circulant with spectrum ``|m|²``; its entry for offsets ``a, a'`` is the
         autocorrelation ``r(a − a')`` with ``r = F⁻¹|m|²``."""
@@ -274,7 +290,7 @@ def _check_kernel(kernel) -> torch.Tensor:
 
 
 class Blur(FourierMultiplier):
-    """Deconvolution: circular convolution ``(Ax)[n] = Σ_j k[j] x[n − j]`` (THEORY.md §8).
+    """Deconvolution: circular convolution ``(Ax)[n] = Σ_j k[j] x[n − j]`` (`eq-forward`).
 
     ``kernel``: (kh, kw) with kh ≤ H, kw ≤ W, centred at ``(kh//2, kw//2)``; used as given (the
     factories normalise to sum 1). The same kernel blurs every channel."""
@@ -300,7 +316,7 @@ class DenseOperator(Operator):
     """An operator given by an explicit (n, n) matrix for one image shape (C, H, W); used for
     pseudo-inverses of general operators and by the dense LE-MMSE path (small images only)."""
 
-    kind = "general"
+    _kind = "general"
 
     def __init__(self, M: torch.Tensor, shape):
         self.M = M.double()
@@ -340,7 +356,7 @@ class DenseOperator(Operator):
 class LinearOperator(Operator):
     """Wrap any linear callable ``fn: (B,C,H,W) -> (B,C,H,W)`` (optionally with its adjoint)."""
 
-    kind = "general"
+    _kind = "general"
 
     def __init__(self, fn: Callable, adjoint: Callable | None = None, name: str = "operator"):
         self.fn = fn
@@ -399,16 +415,10 @@ def measure(A, x: torch.Tensor, sigma, generator: torch.Generator | int = 0) -> 
 
 # ----------------------------------------------------------------------------- masks and kernels
 
-def _check_size(value, name):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def center_box_mask(h: int, w: int, size: int) -> torch.Tensor:
     """(h, w) mask, 1 = observed, with a missing ``size × size`` square starting at
-    ``(h//2 − size//2, w//2 − size//2)`` (THEORY.md §8)."""
-    _check_size(h, "h"), _check_size(w, "w"), _check_size(size, "size")
+    ``(h//2 − size//2, w//2 − size//2)`` (`course/00_inverse_problems.md`)."""
+    check_positive_int(h, "h"), check_positive_int(w, "w"), check_positive_int(size, "size")
     if size > min(h, w):
         raise ValueError(f"size must be at most min(h, w) = {min(h, w)}, got {size}")
     mask = torch.ones(h, w)
@@ -419,8 +429,10 @@ def center_box_mask(h: int, w: int, size: int) -> torch.Tensor:
 
 def random_mask(h: int, w: int, missing_fraction: float, seed: int = 0) -> torch.Tensor:
     """(h, w) mask, 1 = observed, with exactly ``round(missing_fraction·h·w)`` missing pixels chosen by
-    ``torch.randperm`` under ``seed`` (THEORY.md §8)."""
-    _check_size(h, "h"), _check_size(w, "w")
+    ``torch.randperm`` under ``seed``: the first ``round(f·h·w)`` entries of
+    ``torch.randperm(h·w)`` drawn from a CPU ``torch.Generator`` seeded with ``seed`` are the missing
+    flat indices ``i·w + j`` (`course/00_inverse_problems.md`)."""
+    check_positive_int(h, "h"), check_positive_int(w, "w")
     if not isinstance(missing_fraction, (int, float)) or not 0 <= missing_fraction <= 1:
         raise ValueError(f"missing_fraction must be a number in [0, 1], got {missing_fraction!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
@@ -434,21 +446,16 @@ def random_mask(h: int, w: int, missing_fraction: float, seed: int = 0) -> torch
 
 def eps_mask(mask: torch.Tensor, eps: float) -> torch.Tensor:
     """The ε-mask pre-inverse: ``mask`` with ``ε`` instead of 0 on the holes (invertible)."""
-    mask = _as_float_tensor(mask, "mask")
+    mask = _check_non_negative(_as_float_tensor(mask, "mask"), "mask")
     eps = _check_eps(eps)
     return torch.where(mask == 0, torch.full_like(mask, eps), mask)
-
-
-def _check_kernel_size(size):
-    _check_size(size, "size")
-    return size
 
 
 def gaussian_kernel(std: float, size: int | None = None) -> torch.Tensor:
     """(size, size) Gaussian kernel normalised to sum 1; default size ``2·ceil(3·std) + 1``."""
     if not isinstance(std, (int, float)) or not math.isfinite(std) or std <= 0:
         raise ValueError(f"std must be a positive finite number, got {std!r}")
-    size = _check_kernel_size(size if size is not None else 2 * math.ceil(3 * std) + 1)
+    size = check_positive_int(size if size is not None else 2 * math.ceil(3 * std) + 1, "size")
     d = torch.arange(size, dtype=torch.float64) - size // 2
     g = torch.exp(-(d**2) / (2 * std**2))
     k = g[:, None] * g[None, :]
@@ -459,7 +466,7 @@ def disk_kernel(radius: float, size: int | None = None) -> torch.Tensor:
     """(size, size) uniform disk ``{‖d‖ ≤ radius}`` normalised to sum 1; default size ``2·floor(radius)+1``."""
     if not isinstance(radius, (int, float)) or not math.isfinite(radius) or radius < 0:
         raise ValueError(f"radius must be a non-negative finite number, got {radius!r}")
-    size = _check_kernel_size(size if size is not None else 2 * math.floor(radius) + 1)
+    size = check_positive_int(size if size is not None else 2 * math.floor(radius) + 1, "size")
     d = torch.arange(size, dtype=torch.float64) - size // 2
     k = ((d[:, None] ** 2 + d[None, :] ** 2) <= radius**2).double()
     if k.sum() == 0:

@@ -1,8 +1,9 @@
-"""Float64 brute-force oracles for the estimators of THEORY.md (tests only).
+"""Float64 brute-force oracles for the estimators of the course (tests only).
 
-A second, independent implementation of THEORY.md §2, §3, §4.1, §4.2 and §6 with explicit dense
+A second, independent implementation of the definitions (course/01 eq-mmse, 03 eq-emmse,
+04 eq-lemmse, 05 eq-le-general, 07 eq-sublattice, 08 eq-n-eff / eq-log-density) with explicit dense
 matrices, in numpy float64. It deliberately shares no code with ``lemmse_lite``: every operator is
-an explicit ``(n, n)`` matrix built by loops from the conventions of THEORY.md §8, every patch
+an explicit ``(n, n)`` matrix built by loops from the conventions of course/00_inverse_problems.md, every patch
 extraction an explicit selection matrix ``Π_m``, and every pseudo-inverse, rank and determinant
 comes from an SVD. It is slow and only meant for tiny images (8×8 to 16×16, N ≤ 6).
 
@@ -19,7 +20,7 @@ Conventions
   set ``train`` of shape ``(N, C, H, W)``, dense ``A`` and ``B`` (``B=None`` means identity),
   and applies ``B`` itself.
 
-Tolerances (THEORY.md §4.2): a singular value counts when ``s_j > 1e-6 * s_max`` (this cut-off
+Tolerances (course/05_closed_form.md, eq-le-general): a singular value counts when ``s_j > 1e-6 * s_max`` (this cut-off
 also defines the pseudo-inverse), and ``v ∈ range(Q)`` when ``‖Q Q⁺ v − v‖ ≤ 1e-6 ‖v‖``.
 """
 
@@ -171,7 +172,7 @@ def _softmax(logw: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Forward matrices and pre-inverses (THEORY.md §1, §8)
+# Forward matrices and pre-inverses (course/00_inverse_problems.md, eq-forward, eq-pre-inverse)
 # --------------------------------------------------------------------------------------------
 def identity_matrix(shape) -> np.ndarray:
     C, H, W = shape
@@ -429,7 +430,7 @@ def n_eff_from_weights(w, tau: float) -> int:
 
 @dataclass
 class OracleDiagnostics:
-    """Per-output-pixel diagnostics of one measurement (THEORY.md §6).
+    """Per-output-pixel diagnostics of one measurement (course/08_generalisation.md, eq-n-eff, eq-log-density).
 
     weights: (HW, N, HW) — weights[n, i, m] of training image i, location m for output pixel n
              (exactly 0 for pairs not kept by feasibility / stratification).
@@ -512,7 +513,7 @@ def _q_factors(B: np.ndarray, P: int, shape):
 
 @_single_thread_blas
 def oracle_le_mmse(y, train, sigma, P: int, A=None, B=None, return_diagnostics: bool = False):
-    """LE-MMSE in full generality (THEORY.md §4.2), explicit matrices.
+    """LE-MMSE in full generality (course/05_closed_form.md, eq-le-general), explicit matrices.
 
     For each output location n: v = Π_n B y. For each location m: Q_m = Π_m B (SVD, rank r_m with
     the 1e-6 cut-off, pseudo-inverse). Feasible m: ‖Q_m Q_m⁺ v − v‖ ≤ 1e-6 ‖v‖. Kept: feasible m
@@ -581,7 +582,7 @@ def _patches_by_rolls(img: np.ndarray, P: int) -> np.ndarray:
 
 @_single_thread_blas
 def oracle_le_mmse_identity(y, train, sigma, P: int, A=None, return_diagnostics: bool = False):
-    """Physics-agnostic LE-MMSE by the direct formula of THEORY.md §4.1 (B = I):
+    """Physics-agnostic LE-MMSE by the direct formula of course/04_locality.md, eq-lemmse (B = I):
     w_{i,m} = softmax_{i,m}(−‖Π_n y − Π_m A x_i‖²/(2σ²)), x̂[n] = Σ w x_i[m].
     Patches come from circular rolls, not from the selection matrices."""
     y, X, A, _ = _prep(y, train, A, None)
@@ -634,7 +635,7 @@ def restricted_patch_matrix(loc, P: int, window, shape) -> np.ndarray:
 
 @_single_thread_blas
 def oracle_sublattice_le_mmse(y, train, sigma, P: int, stride: int, windows=None, A=None, B=None):
-    """LE-MMSE restricted to a sub-lattice (THEORY §7.1), by explicit loops over (i, m).
+    """LE-MMSE restricted to a sub-lattice (course/07_networks_vs_theory.md, eq-sublattice), by explicit loops over (i, m).
 
     For output pixel n = (i, j) of class c = (i mod s, j mod s): v = Π^{R_c}_n B y; for every
     location m ≡ n (mod s) (same class, absolute coordinates): Q_m = Π^{R_c}_m B (SVD with the

@@ -3,7 +3,7 @@
     python tests/report_errors.py            # 8×8, P = 3, N = 5, batch of 2, grey and colour
 
 One row per estimator × operator × pre-inverse × channels, one column per σ; a trailing '!'
-marks an error above the budget of THEORY.md §5 (see tolerance() in test_estimators_oracle.py).
+marks an error above the budget of course/05_closed_form.md (see tolerance() in test_estimators_oracle.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The fast estimators of lemmse_lite (float32) against the float64 dense oracles of
 tests/oracles.py, for every estimator × operator × pre-inverse × σ, grey and colour.
 
-Error budget (THEORY.md §5): max abs error ≤ 1e-5 at σ ≥ 0.05 and ≤ 1e-4 at σ = 0.01; the
+Error budget (course/05_closed_form.md, numerics): max abs error ≤ 1e-5 at σ ≥ 0.05 and ≤ 1e-4 at σ = 0.01; the
 physics-aware blur with B = Aᵀ (a badly conditioned patch covariance) gets 1e-4 at every σ.
 
 The case builders here are also used by tests/report_errors.py, which prints the measured errors.
@@ -236,7 +236,7 @@ def test_near_duplicate_training_images(est, op, pre):
 
 
 # ------------------------------------------------------------------------------------------
-# Diagnostics (THEORY.md §6).
+# Diagnostics (course/08_generalisation.md, eq-n-eff, eq-log-density).
 # CONTRACT NAMES — the lead may adapt: le_mmse(..., return_diagnostics=True) -> (x_hat, diag),
 # diag.log_density (B,H,W), diag.source_image / diag.source_location (B,H,W) long (m = i*W + j),
 # diag.effective_patches(tau) (B,H,W), diag.rank (B,H,W), diag.top_weights (B,H,W,k) descending.

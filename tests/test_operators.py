@@ -1,4 +1,4 @@
-"""lemmse_lite.operators against their definitions (THEORY.md §1, §8) and the dense float64
+"""lemmse_lite.operators against their definitions (course/00_inverse_problems.md, eq-forward) and the dense float64
 matrices of tests/oracles.py (built independently by explicit loops)."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import torch
 
 from lemmse_lite.operators import (
     Blur,
+    DenseOperator,
     Denoising,
+    Diagonal,
     Inpainting,
     center_box_mask,
     disk_kernel,
@@ -125,15 +127,42 @@ def test_blur_float32_input():
 # ------------------------------------------------------------------------------------------
 # Adjoints and derived pre-inverses
 # ------------------------------------------------------------------------------------------
+def _non_symmetric_operators(shape):
+    """Operators whose matrix is far from symmetric (an asymmetric blur, a dense random matrix), so
+    that an adjoint returning the operator itself would fail the checks below."""
+    n = int(np.prod(shape))
+    M = torch.from_numpy(np.random.default_rng(3).standard_normal((n, n)))
+    return [("blur-asym3x3", Blur(_kernel("asym3x3"))), ("blur-asym2x3", Blur(_kernel("asym2x3"))),
+            ("dense-random", DenseOperator(M, shape))]
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_adjointness_of_operators_and_derived(shape):
+    """<d x, y> = <x, dᵀ y> and dᵀ's matrix is the transpose of d's, for every operator and its
+    derived pre-inverses, including non-symmetric (non-diagonal) ones."""
     x = _rand((2,) + shape, seed=4)
     y = _rand((2,) + shape, seed=5)
-    for name, op, _ in _operators(shape):
+    ops = [(name, op) for name, op, _ in _operators(shape)] + _non_symmetric_operators(shape)
+    for name, op in ops:
         for dname, d in [("op", op), ("pinv", op.pinv()), ("tikhonov", op.tikhonov(0.05))]:
             lhs = torch.sum(d(x) * y).item()
             rhs = torch.sum(x * d.T(y)).item()
             assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(lhs)), (name, dname, lhs, rhs)
+            torch.testing.assert_close(d.T.matrix(shape), d.matrix(shape).T, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_adjoint_check_can_fail(shape):
+    """The checks above separate an operator from its adjoint: for the non-symmetric operators the
+    inner-product identity with d in place of dᵀ is off by far more than the tolerance."""
+    x = _rand((2,) + shape, seed=4)
+    y = _rand((2,) + shape, seed=5)
+    for name, op in _non_symmetric_operators(shape):
+        M = op.matrix(shape)
+        assert (M - M.T).abs().max() > 0.05, name
+        lhs = torch.sum(op(x) * y).item()
+        wrong = torch.sum(x * op(y)).item()
+        assert abs(lhs - wrong) > 1e-4 * max(1.0, abs(lhs)), name
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 6, 10)])
@@ -204,20 +233,20 @@ def test_random_mask_count_and_seeds(h, w, f):
 
 
 def test_random_mask_uses_randperm_under_seed():
-    """§8: the holes are chosen by torch.randperm under the given seed (either a seeded
-    Generator or the seeded global generator is accepted)."""
+    """One convention (`course/00_inverse_problems.md`): the missing flat indices i·W + j are the
+    first round(f·H·W) entries of torch.randperm(H·W) drawn from a CPU torch.Generator seeded with
+    ``seed``; the global generator plays no part."""
     h, w, f, seed = 8, 10, 0.35, 7
-    m = random_mask(h, w, f, seed=seed)
     k = round(f * h * w)
-    candidates = []
     perm = torch.randperm(h * w, generator=torch.Generator().manual_seed(seed))
-    candidates.append(perm[:k])
+    expected = torch.ones(h * w)
+    expected[perm[:k]] = 0.0
     state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    candidates.append(torch.randperm(h * w)[:k])
+    torch.manual_seed(seed + 1)  # a different global state must not matter
+    m = random_mask(h, w, f, seed=seed)
     torch.random.set_rng_state(state)
-    holes = set(torch.nonzero(m.reshape(-1) == 0).flatten().tolist())
-    assert any(holes == set(c.tolist()) for c in candidates)
+    assert torch.equal(m, expected.reshape(h, w))
+    assert not torch.equal(perm[:k].sort().values, torch.randperm(h * w, generator=torch.Generator().manual_seed(seed + 1))[:k].sort().values)
 
 
 def test_eps_mask():
@@ -260,6 +289,30 @@ def test_bad_masks():
         Inpainting(torch.ones(2, 1, 8, 8))  # a batch of masks is not one mask
     with pytest.raises(TypeError, match="mask"):
         Inpainting(torch.ones(8, 8, dtype=torch.int64))
+    bad = torch.ones(8, 8)
+    bad[2, 3] = -0.5
+    with pytest.raises(ValueError, match="mask must have non-negative"):
+        Inpainting(bad)
+    with pytest.raises(ValueError, match="mask must have non-negative"):
+        eps_mask(bad, 0.1)
+    with pytest.raises(ValueError, match=r"\bb\b.*non-negative"):
+        Diagonal(bad)
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="mask contains NaN"):
+        Inpainting(bad)
+    with pytest.raises(ValueError, match="mask contains NaN"):
+        eps_mask(bad, 0.1)
+
+
+def test_non_binary_masks_stay_valid():
+    """A non-negative non-binary mask (the ε-mask, a soft weighting) is a valid diagonal operator."""
+    soft = torch.full((8, 8), 0.5)
+    soft[0, 0] = 0.0
+    x = torch.rand(1, 1, 8, 8)
+    torch.testing.assert_close(Inpainting(soft)(x), x * soft)
+    e = eps_mask(center_box_mask(8, 8, 3), 0.1)
+    torch.testing.assert_close(Inpainting(e)(x), x * e)
+    assert set(torch.unique(e).tolist()) == {0.1, 1.0} or torch.allclose(torch.unique(e), torch.tensor([0.1, 1.0]))
 
 
 def test_bad_kernels():

@@ -1,5 +1,5 @@
 """Sanity checks of the float64 oracles themselves (tests/oracles.py), by hand and by identities
-that THEORY.md implies. Nothing here imports lemmse_lite."""
+that the course's definitions imply. Nothing here imports lemmse_lite."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property tests of the three estimators (THEORY.md §2–§6) on tiny images.
+"""Property tests of the three estimators (course/01–05 and 08: eq-mmse, eq-emmse, eq-lemmse, eq-le-general, eq-n-eff) on tiny images.
 
 Each property is checked against a brute-force computation or an exact invariance, never against
 the package itself: weights sum to one, σ → 0 limits, shift equivariance, locality, streaming =
@@ -50,7 +50,7 @@ def make_A(name, h=H, w=W):
 
 
 def make_B(A_name, B_name, A):
-    """Pre-inverses of THEORY.md §1 for each problem."""
+    """Pre-inverses (course/00_inverse_problems.md, eq-pre-inverse) for each problem."""
     if B_name is None:
         return None
     if B_name == "adjoint":
@@ -80,7 +80,7 @@ ESTIMATORS = {
 
 
 def roll(x, g):
-    """(T_g x)[n] = x[n − g], circular (THEORY.md §1)."""
+    """(T_g x)[n] = x[n − g], circular (course/00_inverse_problems.md)."""
     return torch.roll(x, shifts=(g[0], g[1]), dims=(-2, -1))
 
 
@@ -206,7 +206,7 @@ SHIFTS = [(1, 0), (0, 3), (2, 5)]
     ],
 )
 def test_le_mmse_shift_equivariant(A_name, B_name):
-    """THEORY §4.1: keys Π_m A x_i do not depend on y, query at n is Π_n y, so
+    """course/04_locality.md, eq-lemmse: keys Π_m A x_i do not depend on y, query at n is Π_n y, so
     le(T_g y)[n] = le(y)[n − g] whatever A is (and for any translation-equivariant B)."""
     A = make_A(A_name)
     B = make_B(A_name, B_name, A)
