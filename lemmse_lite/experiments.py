@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -93,7 +94,7 @@ def _read(path: Path, key: str):
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # torn, truncated or foreign: recompute, never trust it
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):  # torn or foreign
         return None
     if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT or state.get("key") != key:
         return None
@@ -232,7 +233,10 @@ def reference_names(net, image_shape, controls=True):
     windows, MMSE, E-MMSE. ``specs``: name -> estimator spec (a JSON-able dict)."""
     P, s = net.patch_size, getattr(net, "shift_stride", 1)
     H = min(image_shape[-2:])
-    le = lambda p: (f"LE-MMSE({p})", {"kind": "le", "P": p, "stride": 1})  # noqa: E731
+
+    def le(p):
+        return f"LE-MMSE({p})", {"kind": "le", "P": p, "stride": 1}
+
     smaller = [le(P - 2)] if P >= 3 else []
     if s == 1:
         ref = le(P)
@@ -325,6 +329,8 @@ def agreement(networks, problem, profile, controls=True, pre_inverse=None, sigma
     setting = problem_description(problem, profile)
     rows = [_agreement_row(r["architecture"], networks[r["architecture"]], r, problem, pre_inverse,
                            *plans[r["architecture"]][:2], setting) for r in table]
+    for r in rows:
+        r["train_data"], r["test_data"] = profile.dataset, test_dataset or profile.dataset
     return rows, table
 
 
@@ -394,7 +400,7 @@ def effective_patches_per_pre_inverse(profile, specs=("adjoint", "tikhonov:0.01"
     for spec in specs:
         A, B = problem_operators("deblurring", spec, profile)
 
-        def compute():
+        def compute(A=A, B=B):
             _, diag = estimators.le_mmse(y.to(profile.device), train, sigma, profile.patch_size, A=A, B=B,
                                          chunk_size=profile.chunk_size, return_diagnostics=True)
             return diag.effective_patches(tau).cpu()
@@ -515,11 +521,13 @@ def results_markdown(results) -> str:
         rows = [r for name, v in sorted(res.items()) if name.startswith("agreement") for r in v["rows"]]
         groups = {}
         for r in rows:
-            groups.setdefault((r["problem"], r["pre_inverse"], r["network"]), []).append(r)
-        for (problem, B, net), rs in groups.items():
+            key = (r["problem"], r["pre_inverse"], r["network"], r.get("test_data"))
+            groups.setdefault(key, []).append(r)
+        for (problem, B, net, test_data), rs in groups.items():
             r0 = rs[0]
+            where = f"{r0.get('train_data')}" + (f" → test {test_data}" if test_data != r0.get("train_data") else "")
             lines.append(
-                f"| {prof} | {problem}: {r0.get('setting', '')} | {B} | {r0['family']} | {r0.get('n_train', '')} "
+                f"| {prof} | {problem}: {r0.get('setting', '')}; {where} | {B} | {r0['family']} | {r0.get('n_train', '')} "
                 f"| {r0['patch_size']} | {r0.get('steps', '')} | {r0['reference']} | "
                 f"{_cell(rs, 'train', 0.05)} / {_cell(rs, 'test', 0.05)} | "
                 f"{_cell(rs, 'train', 0.2)} / {_cell(rs, 'test', 0.2)} | "

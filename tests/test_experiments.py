@@ -108,7 +108,7 @@ def test_interrupted_write_is_never_read(tiny, cache, count_train, monkeypatch):
 
 def test_agreement_rows_have_the_controls(tiny, cache):
     nets = {f: experiments.trained_network(f, "denoising", tiny) for f in ("resnet", "unet")}
-    rows, table = experiments.agreement(nets, "denoising", tiny, controls=True, sigmas=(0.2,))
+    rows, _ = experiments.agreement(nets, "denoising", tiny, controls=True, sigmas=(0.2,))
     assert len(rows) == 2 * 2  # networks x splits
     res = next(r for r in rows if r["network"] == "resnet")
     unet = next(r for r in rows if r["network"] == "unet")
@@ -134,7 +134,7 @@ def test_agreement_rows_have_the_controls(tiny, cache):
 
 def test_results_table_in_the_readme(tiny, cache, tmp_path):
     rows = [{"network": "resnet", "family": "LocalResNet", "problem": "denoising", "setting": "white noise",
-             "n_train": 12, "steps": 4, "pre_inverse": "none", "patch_size": 5, "split": s, "sigma": g,
+             "n_train": 12, "steps": 4, "pre_inverse": "none", "train_data": "photos", "test_data": "photos", "patch_size": 5, "split": s, "sigma": g,
              "n": 2, "reference": "LE-MMSE(5)", "psnr_net_ref": 30.0 + k, "psnr_net_x": 20.0,
              "psnr_ref_x": 21.0, "margin": 1.25} for k, (s, g) in enumerate([("train", 0.2), ("test", 0.2)])]
     path = experiments.save_results("agreement-denoising", rows, tiny)
@@ -144,7 +144,7 @@ def test_results_table_in_the_readme(tiny, cache, tmp_path):
     table = experiments.write_results_table(readme, experiments.load_results())
     text = readme.read_text()
     assert text.startswith("# Title\n\ntext\n") and "## Networks against the theory (generated)" in text
-    assert "| quick | denoising: white noise | none | LocalResNet | 12 | 5 | 4 | LE-MMSE(5) | – / – | 30.0 / 31.0 | 1.2 |" in table
+    assert "| quick | denoising: white noise; photos | none | LocalResNet | 12 | 5 | 4 | LE-MMSE(5) | – / – | 30.0 / 31.0 | 1.2 |" in table
     assert "10,000" in table and "15×15" in table  # the paper's settings beside ours
     readme.write_text(text + "\nafter\n")
     experiments.write_results_table(readme, {})  # rewrites between the markers only
