@@ -15,13 +15,16 @@ The first two come from the estimate's own softmax pass; N_eff needs the final n
 the same score blocks (so every score is bit-identical across passes):
 
 1. a histogram pass: per query, the log-weights ``ℓ = s − log Σ exp s`` fall into ``N_BINS``
-   arithmetic bins ``⌊(ℓ_top − ℓ)·scale⌋`` (no search), accumulating mass and count per bin; the
-   bin where the sorted cumulative mass first reaches the target is the *critical bin* (everything
-   above it is counted, its mass known);
+   arithmetic bins ``⌊(ℓ_top − ℓ)·scale⌋`` (no search), accumulating the mass per bin (float32 per
+   block, float64 across blocks); the bin where the sorted cumulative mass first reaches the target
+   is the *critical bin* (the mass above it is known);
 2. a collection pass: the log-weights of each query's critical bin are gathered and sorted exactly,
-   which gives the count. A critical bin too full to gather (near-ties) is split again by one more
-   histogram pass inside it (at most ``MAX_LEVELS`` levels; after that its weights are equal to
-   about 1e-9 relative and the count is the gap divided by their mean weight).
+   and the weights above it counted exactly, which gives the count. A critical bin that may hold too
+   many weights to gather (its mass over its smallest weight exceeds the budget: near-ties) is split
+   by one more histogram pass inside it; after ``MAX_LEVELS`` levels its weights agree to about
+   1e-9 relative and the count is the gap divided by their mean weight.
+
+Two passes in the usual case, each about as costly as the estimate's own pass.
 
 The bins need a lower end: the K-th largest weight is at least ``(1 − target)/n_keys`` (the weights
 below it sum to more than ``1 − target`` and are at most ``n_keys``), so the critical bin always
@@ -31,8 +34,8 @@ lies above ``log((1 − target)/n_keys)``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm

@@ -31,16 +31,51 @@ import torch
 from .checks import check_positive_int, check_sigma
 from .diagnostics import Diagnostics, build_diagnostics, log_density_constant
 from .engine import EngineConfig, SoftmaxState, augment_keys, augment_queries, check_engine
-from .operators import (RANK_TOL, DenseOperator, Denoising, Diagonal, FourierMultiplier, Operator,
-                        as_operator, check_images)
-from .patches import _check_class_key, centre_pixels, check_patch_size, extract_patches, support_features
-from .streaming import (DEFAULT_MAX_MEMORY, _is_reiterable, check_chunk_size, default_chunk_size,
-                        is_reiterable, stream_training, training_chunks)
+from .operators import (
+    RANK_TOL,
+    Denoising,
+    DenseOperator,
+    Diagonal,
+    FourierMultiplier,
+    Operator,
+    as_operator,
+    check_images,
+)
+from .patches import (
+    _check_class_key,
+    centre_pixels,
+    check_patch_size,
+    extract_patches,
+    support_features,
+)
+from .streaming import (
+    DEFAULT_MAX_MEMORY,
+    _is_reiterable,
+    check_chunk_size,
+    default_chunk_size,
+    is_reiterable,
+    stream_training,
+    training_chunks,
+)
 
 __all__ = [
-    "DEFAULT_MAX_MEMORY", "DENSE_LIMIT", "RANGE_TOL", "Diagnostics", "EngineConfig", "PatchGroup",
-    "IdentityGroup", "DiagonalGroup", "WhitenedGroup", "DenseGroup", "equivariant_mmse", "le_mmse",
-    "mmse", "patch_groups", "training_chunks", "_is_reiterable", "is_reiterable",
+    "DEFAULT_MAX_MEMORY",
+    "DENSE_LIMIT",
+    "RANGE_TOL",
+    "DenseGroup",
+    "Diagnostics",
+    "DiagonalGroup",
+    "EngineConfig",
+    "IdentityGroup",
+    "PatchGroup",
+    "WhitenedGroup",
+    "_is_reiterable",
+    "equivariant_mmse",
+    "is_reiterable",
+    "le_mmse",
+    "mmse",
+    "patch_groups",
+    "training_chunks",
 ]
 
 DENSE_LIMIT = 4096  # largest n = C·H·W for which a general (non-structured) B is made dense

@@ -18,7 +18,7 @@ convolution ``(Ax)[n] = Σ_j k[j] x[n − j]`` with the kernel centred at ``(kh/
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -78,16 +78,16 @@ class Operator:
         raise NotImplementedError
 
     @property
-    def T(self) -> "Operator":
+    def T(self) -> Operator:
         raise NotImplementedError(f"{type(self).__name__} has no adjoint")
 
-    def pinv(self) -> "Operator":
+    def pinv(self) -> Operator:
         raise NotImplementedError(
             f"{type(self).__name__} has no closed-form pseudo-inverse; use "
             "DenseOperator.from_operator(op, shape=(C, H, W)).pinv() on small images"
         )
 
-    def tikhonov(self, eps: float) -> "Operator":
+    def tikhonov(self, eps: float) -> Operator:
         raise NotImplementedError(
             f"{type(self).__name__} has no closed-form Tikhonov inverse; use "
             "DenseOperator.from_operator(op, shape=(C, H, W)).tikhonov(eps) on small images"
@@ -323,7 +323,7 @@ class DenseOperator(Operator):
         self.shape = tuple(shape)
 
     @classmethod
-    def from_operator(cls, op: Operator, shape) -> "DenseOperator":
+    def from_operator(cls, op: Operator, shape) -> DenseOperator:
         return cls(op.matrix(shape), shape)
 
     def _apply(self, x):

@@ -12,7 +12,7 @@ the second-pass diagnostics need (:func:`is_reiterable`).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lemmse_lite.engine import CPU_ENGINE, EngineConfig, SoftmaxState, default_engine, stream_scores
 from lemmse_lite.estimators import equivariant_mmse, le_mmse, mmse
 from lemmse_lite.metrics import nearest_training, psnr
 from lemmse_lite.operators import (
@@ -417,3 +418,59 @@ def test_nearest_training_bad_inputs():
 def test_nearest_training_bad_chunk_size():
     with pytest.raises(ValueError, match="chunk_size"):
         nearest_training(Y, TRAIN, chunk_size=0)
+
+
+# ----------------------------------------------------------------------------- engine configuration
+
+@pytest.mark.parametrize("est", EST)
+def test_bad_engine(est):
+    with pytest.raises(TypeError, match="engine"):
+        call(est, Y, TRAIN, 0.1, engine={"query_block": 8})
+
+
+@pytest.mark.parametrize("field,bad", [("query_block", 0), ("key_block", -4), ("query_block", 2.0)])
+def test_bad_engine_config(field, bad):
+    with pytest.raises(ValueError, match=field):
+        EngineConfig(**{field: bad})
+    with pytest.raises(TypeError, match="fused"):
+        EngineConfig(fused=1)
+
+
+@pytest.mark.parametrize("est", EST)
+def test_engine_blocks_do_not_change_results(est):
+    a = call(est, Y, TRAIN, 0.1)
+    b = call(est, Y, TRAIN, 0.1, engine=EngineConfig(query_block=7, key_block=13))
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_stream_scores_uses_the_given_blocks():
+    """Every block a consumer sees is at most query_block × key_block of the config passed."""
+    seen = []
+
+    class Recorder(SoftmaxState):
+        def update(self, rows, scores, values_t, key_ids):
+            seen.append(tuple(scores.shape))
+            super().update(rows, scores, values_t, key_ids)
+
+    q, k = torch.randn(50, 6), torch.randn(90, 6)
+    state = Recorder(50, 1, "cpu")
+    stream_scores(state, slice(0, 50), q, k, torch.randn(90, 1), engine=EngineConfig(16, 32))
+    assert max(s[0] for s in seen) == 16 and max(s[1] for s in seen) == 32 and len(seen) == 4 * 3
+
+
+def test_default_engine_per_device(monkeypatch):
+    monkeypatch.setenv("LEMMSE_FUSED", "1")
+    assert default_engine("cpu") == CPU_ENGINE and not default_engine("cpu").fused
+    assert default_engine("cuda").fused and default_engine("cuda").query_block > CPU_ENGINE.query_block
+    monkeypatch.setenv("LEMMSE_FUSED", "0")
+    assert not default_engine("cuda").fused
+
+
+# ----------------------------------------------------------------------------- masks in the estimators
+
+@pytest.mark.parametrize("bad", [-1.0, NAN])
+def test_bad_mask_values_name_the_mask(bad):
+    mask = center_box_mask(H, W, 3)
+    mask[0, 0] = bad
+    with pytest.raises(ValueError, match="mask"):
+        le_mmse(Y, TRAIN, 0.1, 3, A=Inpainting(mask))

@@ -112,7 +112,7 @@ def test_full_window_dict_equals_no_supports():
 def test_sublattice_differs_from_plain():
     """The restriction to one class matters (else the tests above could not tell them apart)."""
     shape = (1, 8, 8)
-    A, Ad, B, _ = build_operators("denoise", None, shape)
+    _, Ad, _, _ = build_operators("denoise", None, shape)
     train, _, y = make_data(shape, 0.2, Ad)
     plain = le_mmse(y, train, 0.2, P)
     sub = le_mmse(y, train, 0.2, P, stride=2)
