@@ -176,7 +176,7 @@ def _train_fresh(settings, profile, checkpoint, progress):
     hist = training.train(net, images, A, B, tuple(settings["sigma_range"]), settings["steps"],
                           settings["batch_size"], settings["lr"], device=profile.device,
                           seed=settings["seed"], checkpoint=checkpoint, resume=True,
-                          progress=progress)
+                          checkpoint_every=max(1, settings["steps"] // 5), progress=progress)
     return net, hist
 
 
