@@ -36,7 +36,9 @@ import time
 
 import torch
 
+from lemmse_lite.operators import measure
 from lemmse_lite.patches import centre_pixels, extract_patches
+from lemmse_lite.tables import format_table
 
 
 class _OnlineSoftmax:
@@ -143,10 +145,9 @@ def timed(fn, *args, sync=None, **kwargs):
 
 
 def noisy(x, sigma, seed=0, A=None):
-    """``A x + σ e`` with a fixed seed (``A=None``: identity); e drawn on the CPU in float32."""
-    e = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
-    ax = x if A is None else A(x)
-    return ax + sigma * e.to(device=x.device, dtype=x.dtype)
+    """``A x + σ e`` with a fixed int seed (``A=None``: identity): the package's one simulator
+    :func:`lemmse_lite.operators.measure`, under the argument order of these scripts."""
+    return measure(A, x, sigma, seed)
 
 
 def max_abs(a, b) -> float:
@@ -154,18 +155,11 @@ def max_abs(a, b) -> float:
 
 
 def table(rows, columns, floatfmt="{:.3g}") -> str:
-    """Plain-text table of ``rows`` (list of dicts) over ``columns`` (list of keys)."""
-    def fmt(v):
-        if isinstance(v, float):
-            return floatfmt.format(v)
-        return str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(wd) for c, wd in zip(columns, widths))
-    out = [line, "  ".join("-" * wd for wd in widths)]
-    out += ["  ".join(v.ljust(wd) for v, wd in zip(row, widths)) for row in cells]
-    return "\n".join(out)
+    """Plain-text table of ``rows`` (list of dicts) over ``columns``: a thin alias of
+    :func:`lemmse_lite.tables.format_table` (left-aligned, floats as ``floatfmt``), kept for the
+    scripts of this folder that call it."""
+    cells = [{c: floatfmt.format(v) if isinstance(v, float) else v for c, v in r.items()} for r in rows]
+    return format_table(cells, columns, align="left")
 
 
 def environment(device=None) -> dict:

@@ -16,16 +16,26 @@ n=1000)``), 8 test crops (``load("photos", "test")``), P = 5, σ = 0.2, y = x + 
    at σ = 0.05 only, on one measurement: it is slow).
 3. Batching: one call on ``--batch`` measurements vs single calls (``--batch-singles`` of them,
    scaled), seconds per image, against ``--batch-n`` training crops.
+4. Under load (``--load on|both``, replaces sections 1–3): ``le_mmse`` and
+   ``straightforward_le_mmse`` s/image and their ratio (target ≥ 6×), quiet and/or while a
+   competing process runs a 2-thread float32 2048×2048 ``torch.mm`` loop (started and checked
+   before each timing, killed afterwards, also on errors and Ctrl-C; it exits by itself if this
+   script dies), for each ``--threads`` value, ``--repeats`` times interleaved. Each row records
+   the 1-minute load average (``os.getloadavg``) just before it: on a shared machine "quiet" is
+   only as quiet as the other users allow.
 
     python benchmarks/cpu_speed.py                  # full run (minutes on 2 cores)
     python benchmarks/cpu_speed.py --small          # smoke run (< 30 s)
     python benchmarks/cpu_speed.py --json out.json
+    python benchmarks/cpu_speed.py --load both --threads 2,1 --repeats 3 --n-train 100
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import subprocess
 import sys
 
 import torch
@@ -37,7 +47,6 @@ from baselines import (
     float64_le_mmse,
     mark,
     max_abs,
-    noisy,
     paper_style_le_mmse,
     straightforward_le_mmse,
     table,
@@ -46,8 +55,17 @@ from baselines import (
 )
 
 from lemmse_lite.data import load
+from lemmse_lite.engine import default_engine
 from lemmse_lite.estimators import le_mmse
-from lemmse_lite.operators import Blur, Inpainting, center_box_mask, eps_mask, gaussian_kernel
+from lemmse_lite.operators import (
+    Blur,
+    Inpainting,
+    center_box_mask,
+    eps_mask,
+    gaussian_kernel,
+    measure,
+)
+from lemmse_lite.tables import format_table
 
 SIGMAS = (0.01, 0.05, 0.2, 1.0)
 
@@ -60,8 +78,11 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="tiny smoke run (16×16 images, few crops)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a shared 2-core machine 2 threads were ~5x slower)")
+    p.add_argument("--threads", type=_threads, default=(1,),
+                   help="torch threads, or a comma list for --load (e.g. 2,1); sections 1-3 use the first")
+    p.add_argument("--load", choices=("off", "on", "both"), default="off",
+                   help="under-load mode: 'on' times with a competing 2-thread torch.mm process, "
+                        "'both' quiet and under load (default off: sections 1-3)")
     p.add_argument("--n-train", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=8)
     p.add_argument("--patch", type=int, default=5)
@@ -86,8 +107,99 @@ def parse(argv):
     return args
 
 
+def _threads(text):
+    try:
+        values = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+# --------------------------------------------------------------------------- under load (section 4)
+
+LOAD_CODE = """
+import os, sys, torch
+torch.set_num_threads(2)
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+c = torch.empty(2048, 2048)
+parent, n = int(sys.argv[1]), 0
+while os.getppid() == parent:  # exits by itself if the benchmark dies
+    torch.mm(a, b, out=c)
+    n += 1
+    if n == 1:
+        print("running", flush=True)
+"""
+
+
+@contextlib.contextmanager
+def competing_load():
+    """A separate process running a 2-thread float32 2048×2048 ``torch.mm`` loop for the duration
+    of the block: started and seen running (its first product done) before the block, checked
+    still alive after it, killed in every case."""
+    proc = subprocess.Popen([sys.executable, "-c", LOAD_CODE, str(os.getpid())],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        if proc.stdout.readline().strip() != "running" or proc.poll() is not None:
+            raise RuntimeError("the competing load process did not start")
+        yield proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"the competing load process died during the timing (exit {proc.returncode})")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _time_pair(y, train, args, n_straight):
+    """s/image of ``le_mmse`` (one call on all of ``y``) and of ``straightforward_le_mmse``
+    (``n_straight`` measurements), back to back."""
+    _, t_le = timed(le_mmse, y, train, args.sigma, args.patch)
+    _, t_sf = timed(straightforward_le_mmse, y[:n_straight], train, args.sigma, args.patch)
+    return t_le / len(y), t_sf / n_straight
+
+
+def under_load(args, train, test):
+    y = measure(None, test, args.sigma, 0)
+    n_straight = min(args.straight_images, len(y))
+    conditions = {"on": ("load",), "both": ("quiet", "load")}[args.load]
+    le_mmse(y[:1], train[:2], args.sigma, args.patch)  # warm-up (thread pools, allocator)
+    rows = []
+    print(f"\n== CPU speed under load == N={len(train)}, {tuple(train.shape[1:])}, P={args.patch}, "
+          f"sigma={args.sigma}, le_mmse on {len(y)} measurements, straightforward on {n_straight}; "
+          f"load = competing 2-thread 2048x2048 torch.mm process; engine {default_engine('cpu')}")
+    for run in range(1, args.repeats + 1):
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            for cond in conditions:
+                load_avg = os.getloadavg()[0]
+                with competing_load() if cond == "load" else contextlib.nullcontext():
+                    le_s, sf_s = _time_pair(y, train, args, n_straight)
+                rows.append({"run": run, "threads": threads, "condition": cond, "load avg": load_avg,
+                             "le_mmse s/image": le_s, "straightforward s/image": sf_s,
+                             "ratio": sf_s / le_s, "target >= 6x": mark(sf_s / le_s >= 6)})
+                print(f"  run {run}, {threads} thread(s), {cond}: ratio {sf_s / le_s:.1f}x "
+                      f"(load avg {load_avg:.1f})", flush=True)
+    columns = ["run", "threads", "condition", "load avg", "le_mmse s/image", "straightforward s/image",
+               "ratio", "target >= 6x"]
+    print(format_table(rows, columns, {"load avg": "{:.1f}", "le_mmse s/image": "{:.3g}",
+                                       "straightforward s/image": "{:.3g}", "ratio": "{:.1f}x"}))
+    summary = []
+    for threads in args.threads:
+        for cond in conditions:
+            ratios = [r["ratio"] for r in rows if r["threads"] == threads and r["condition"] == cond]
+            summary.append({"threads": threads, "condition": cond, "runs": len(ratios),
+                            "ratios": ", ".join(f"{x:.1f}x" for x in ratios), "min ratio": min(ratios),
+                            "all >= 6x": mark(min(ratios) >= 6)})
+    print(format_table(summary, ["threads", "condition", "runs", "ratios", "min ratio", "all >= 6x"],
+                       {"min ratio": "{:.1f}x"}))
+    return {"rows": rows, "summary": summary}
+
+
+# --------------------------------------------------------------------------- sections 1-3
+
 def speed(args, train, test):
-    y = noisy(test, args.sigma, seed=0)
+    y = measure(None, test, args.sigma, 0)
     P, s = args.patch, args.sigma
     le_mmse(y[:1], train[:2], s, P)  # warm-up (thread pools, allocator)
     best = {"le_mmse": float("inf"), "paper_style": float("inf"), "straightforward": float("inf")}
@@ -133,7 +245,7 @@ def accuracy(args, train_all, test):
     P = args.patch
     rows = []
     for s in SIGMAS:
-        y = noisy(x, s, seed=1)
+        y = measure(None, x, s, 1)
         ref = float64_le_mmse(y.double(), train.double(), s, P)
         err = max_abs(le_mmse(y, train, s, P), ref)
         row = {"problem": "denoise B=I", "reference": "float64_le_mmse", "sigma": s, "le_mmse err": err,
@@ -144,7 +256,7 @@ def accuracy(args, train_all, test):
         rows.append(row)
     for name, A, B in problems(*x.shape[-2:], args.box):
         for s in SIGMAS:
-            y = noisy(x, s, seed=1, A=A)
+            y = measure(A, x, s, 1)
             ref = le_mmse(y.double(), train.double(), s, P, A=A, B=B)
             err = max_abs(le_mmse(y, train, s, P, A=A, B=B), ref)
             rows.append({"problem": name, "reference": "le_mmse float64", "sigma": s, "le_mmse err": err,
@@ -159,7 +271,7 @@ def batching(args, train_all, test):
     train = train_all[: args.batch_n]
     reps = -(-args.batch // len(test))
     x = test.repeat(reps, 1, 1, 1)[: args.batch]
-    y = noisy(x, args.sigma, seed=2)
+    y = measure(None, x, args.sigma, 2)
     P, s = args.patch, args.sigma
     le_mmse(y[:1], train[:2], s, P)
     _, t_batch = timed(le_mmse, y, train, s, P)
@@ -178,12 +290,16 @@ def batching(args, train_all, test):
 
 def main(argv=None):
     args = parse(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads[0])
     train = load("photos", "train", n=args.n_train, size=args.size)
     test = load("photos", "test", n=args.n_test, size=args.size)
     skip = set(filter(None, args.skip.split(",")))
     out = {"env": environment(), "args": vars(args)}
     print(f"cpu_speed: {out['env']}")
+    if args.load != "off":
+        out["under_load"] = under_load(args, train, test)
+        write_json(args.json, out)
+        return out
     if "speed" not in skip:
         out["speed"] = speed(args, train, test)
     if "accuracy" not in skip:
