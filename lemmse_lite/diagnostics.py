@@ -14,15 +14,14 @@ The first two come from the estimate's own softmax pass; N_eff needs the final n
 :meth:`Diagnostics.effective_patches` streams the training set again, through the same engine and
 the same score blocks (so every score is bit-identical across passes):
 
-1. a histogram pass: per query, the log-weights ``ℓ = s − log Σ exp s`` fall into ``N_BINS``
-   arithmetic bins ``⌊(ℓ_top − ℓ)·scale⌋`` (no search), accumulating the mass per bin (float32 per
-   block, float64 across blocks); the bin where the sorted cumulative mass first reaches the target
-   is the *critical bin* (the mass above it is known);
-2. a collection pass: the log-weights of each query's critical bin are gathered and sorted exactly,
-   and the weights above it counted exactly, which gives the count. A critical bin that may hold too
-   many weights to gather (its mass over its smallest weight exceeds the budget: near-ties) is split
-   by one more histogram pass inside it; after ``MAX_LEVELS`` levels its weights agree to about
-   1e-9 relative and the count is the gap divided by their mean weight.
+1. a histogram pass: per query, the scores fall into ``N_BINS`` arithmetic bins
+   ``⌊(ref − s)·scale⌋`` below the largest one (no search), accumulating the mass (float32 per
+   block, float64 across blocks) and the count per bin; the bin where the sorted cumulative mass
+   first reaches the target is the *critical bin* (the mass and count above it are then known);
+2. a collection pass: the scores of each query's critical bin are gathered and their weights sorted
+   exactly, which gives the count. A critical bin holding too many weights to gather (near-ties) is
+   split by one more histogram pass inside it; after ``MAX_LEVELS`` levels its weights agree to
+   about 1e-9 relative and the count is the gap divided by their mean weight.
 
 Two passes in the usual case, each about as costly as the estimate's own pass.
 
@@ -163,31 +162,33 @@ class NonZeroCount:
         self.count[rows] += count
 
 
-HIST, COLLECT, COUNT, DONE = 0, 1, 2, 3  # what the next pass does for a query
+HIST, COLLECT, DONE = 0, 1, 2  # what the next pass does for a query
 
 
 @dataclass
 class _Bracket:
-    """Per query (Q): the nested bins chosen so far. Level ℓ puts log-weight ``x`` in bin
-    ``⌊(ref[:, ℓ] − x)·scale[:, ℓ]⌋`` (clamped to ``0..N_BINS−1``); a weight is *inside* the bracket
-    when it lies in bin ``chosen[:, ℓ]`` at every level ``ℓ < depth``, *above* it when it lies in an
-    earlier bin at the first level where it leaves. ``above_mass``/``bin_mass``: the mass above and
-    inside (from the histograms); ``mode``: HIST, COLLECT (gather and sort the inside weights),
-    COUNT (count only: near-ties at the last level) or DONE; ``result``: N_eff when DONE."""
+    """Per query (Q): the nested bins chosen so far, in score space. Level ℓ puts score ``s`` in bin
+    ``⌊clamp((ref[:, ℓ] − s)·scale[:, ℓ], 0, N_BINS − 1)⌋``; a weight is *inside* the bracket when it
+    lies in bin ``chosen[:, ℓ]`` at every level ``ℓ < depth`` (every pass evaluates the same float
+    formula on the same scores, so a weight is always on the same side). ``above_mass/above_count``:
+    the weights before the bracket (larger), ``bin_mass/bin_count`` inside it; ``mode``: HIST,
+    COLLECT (gather and sort the inside weights) or DONE; ``result``: N_eff when DONE."""
 
     ref: torch.Tensor
     scale: torch.Tensor
     chosen: torch.Tensor
     depth: torch.Tensor
     above_mass: torch.Tensor
+    above_count: torch.Tensor
     bin_mass: torch.Tensor
+    bin_count: torch.Tensor
     mode: torch.Tensor
     result: torch.Tensor
 
 
-def _bin_index(x, ref, scale):
-    """(q, k) log-weights, (q,) ref and scale -> (q, k) long bins (see :class:`_Bracket`)."""
-    return (ref[:, None] - x).mul_(scale[:, None]).floor_().clamp_(0, N_BINS - 1).long()
+def _position(s, ref, scale):
+    """(q, k) scores, (q,) ref and scale -> (q, k) ``(ref − s)·scale`` (bin = its clamped floor)."""
+    return (ref[:, None] - s).mul_(scale[:, None])
 
 
 def _at(table: torch.Tensor, rows, col: torch.Tensor) -> torch.Tensor:
@@ -195,152 +196,141 @@ def _at(table: torch.Tensor, rows, col: torch.Tensor) -> torch.Tensor:
     return table[rows].gather(1, col[:, None]).squeeze(1)
 
 
-def _add(table: torch.Tensor, rows, values: torch.Tensor):
-    """``table[rows] += values`` for rows a slice or a long tensor (no duplicates)."""
-    if isinstance(rows, slice):
-        table[rows] += values
-    else:
-        table.index_add_(0, rows, values.to(table.dtype))
-
-
 class NeffPass:
-    """Consumer of one N_eff pass: for HIST queries the mass of the inside weights per bin of the next
-    level; for COLLECT/COUNT queries the exact counts inside and above (and, COLLECT, the inside
-    log-weights themselves)."""
+    """Consumer of one N_eff pass: for HIST queries the mass and count of the inside weights per bin
+    of the next level; for COLLECT queries the inside scores themselves."""
 
     def __init__(self, log_norm: torch.Tensor, br: _Bracket):
         self.log_norm, self.br = log_norm, br
         q, dev = len(log_norm), log_norm.device
         self.mass = torch.zeros(q, N_BINS + 1, dtype=torch.float64, device=dev)
-        self.inside = torch.zeros(q, dtype=torch.long, device=dev)
-        self.above = torch.zeros(q, dtype=torch.long, device=dev)
+        self.count = torch.zeros(q, N_BINS + 1, dtype=torch.float64, device=dev)
         self.collected_rows, self.collected = [], []
         self.max_depth = int(br.depth.max())
+        # per level: inside ⇔ lo ≤ position < hi (the clamped floor equals chosen); ±inf where free
+        inf = torch.tensor(float("inf"), dtype=br.ref.dtype, device=dev)
+        chosen = br.chosen.to(br.ref.dtype)
+        fixed = torch.arange(MAX_LEVELS + 1, device=dev)[None] < br.depth[:, None]
+        self.lo = torch.where(fixed & (br.chosen > 0), chosen, -inf)
+        self.hi = torch.where(fixed & (br.chosen < N_BINS - 1), chosen + 1, inf)
 
-    def _locate(self, rows, x):
-        """(q, k) log-weights -> (inside, above) (q, k) bool, or (None, None) before any level."""
-        inside = above = None
+    def _inside(self, rows, s):
+        """(q, k) scores -> (q, k) bool inside the bracket, or None before any level."""
+        inside = None
         for lvl in range(self.max_depth):
-            fixed = self.br.depth[rows] > lvl
-            if not fixed.any():
-                continue
-            idx = _bin_index(x, self.br.ref[rows, lvl], self.br.scale[rows, lvl])
-            chosen = self.br.chosen[rows, lvl][:, None]
-            up = fixed[:, None] & (idx < chosen)
-            up = up if inside is None else up & inside
-            above = up if above is None else above | up
-            ok = ~fixed[:, None] | (idx == chosen)
+            t = _position(s, self.br.ref[rows, lvl], self.br.scale[rows, lvl])
+            ok = (t >= self.lo[rows, lvl][:, None]) & (t < self.hi[rows, lvl][:, None])
             inside = ok if inside is None else inside & ok
-        return inside, above
+        return inside
 
     def update(self, rows, scores, values=None, key_ids=None):
         mode = self.br.mode[rows]
-        hist, exact = mode == HIST, (mode == COLLECT) | (mode == COUNT)
-        if not bool(hist.any() | exact.any()):
+        hist, coll = mode == HIST, mode == COLLECT
+        if not bool(hist.any() | coll.any()):
             return
-        x = scores.sub_(self.log_norm[rows, None])
-        inside, above = self._locate(rows, x)
+        inside = self._inside(rows, scores)
         if bool(hist.all()):  # the common first pass: no copies
-            self._histogram(rows, x, inside)
+            self._histogram(rows, scores, inside)
             return
-        if bool(exact.all()):  # the common last pass: no copies either
-            self._count(rows, x, inside, above, mode == COLLECT)
+        rows = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
+        if bool(coll.all()):  # the common last pass
+            self._collect(rows, scores, inside)
             return
-        rows = torch.arange(rows.start, rows.stop, device=x.device) if isinstance(rows, slice) else rows
         if hist.any():
-            self._histogram(rows[hist], x[hist], None if inside is None else inside[hist])
-        if exact.any():
-            self._count(rows[exact], x[exact], inside[exact], above[exact], mode[exact] == COLLECT)
+            self._histogram(rows[hist], scores[hist], None if inside is None else inside[hist])
+        if coll.any():
+            self._collect(rows[coll], scores[coll], inside[coll])
 
-    def _count(self, rows, x, inside, above, collect):
-        _add(self.inside, rows, inside.sum(1))
-        _add(self.above, rows, above.sum(1))
-        if collect.any():
-            sel = inside if bool(collect.all()) else inside & collect[:, None]
-            local, _ = torch.nonzero(sel, as_tuple=True)
-            rows = torch.arange(rows.start, rows.stop, device=x.device) if isinstance(rows, slice) else rows
-            self.collected_rows.append(rows[local].to(torch.int32))
-            self.collected.append(x[sel])
+    def _collect(self, rows, s, inside):
+        r, c = torch.nonzero(inside, as_tuple=True)
+        self.collected_rows.append(rows[r].to(torch.int32))
+        self.collected.append(s[r, c])
 
-    def _histogram(self, rows, x, inside):
+    def _histogram(self, rows, s, inside):
         lvl = self.br.depth[rows]
-        idx = _bin_index(x, _at(self.br.ref, rows, lvl), _at(self.br.scale, rows, lvl))
+        idx = _position(s, _at(self.br.ref, rows, lvl), _at(self.br.scale, rows, lvl)).clamp_(0, N_BINS - 1).long()
         if inside is not None:  # weights outside the bracket go to the spare bin N_BINS
             idx.masked_fill_(~inside, N_BINS)
         # clamp: exp of very negative log-weights gives subnormals, ~10x slower on x86; such weights
         # (< e^-80) only reach the last bin (below the floor), whose mass is never counted
-        w = x.clamp_(min=-80.0).exp_()
-        hist = torch.zeros(len(w), N_BINS + 1, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w)
+        w = s.sub_(self.log_norm[rows, None]).clamp_(min=-80.0).exp_()
+        shape = (len(w), N_BINS + 1)
+        mass = torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w)
+        count = torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w.fill_(1.0))
         if isinstance(rows, slice):
-            self.mass[rows] += hist
+            self.mass[rows] += mass
+            self.count[rows] += count
         else:
-            self.mass.index_add_(0, rows, hist.double())
+            self.mass.index_add_(0, rows, mass.double())
+            self.count.index_add_(0, rows, count.double())
 
 
-def _new_bracket(top_log_weight, n_keys, target: float) -> _Bracket:
+def _new_bracket(log_norm, top_log_weight, n_keys, target: float) -> _Bracket:
     """Level-0 bins from just above the largest log-weight down to ``log((1 − target)/n_keys)``."""
     q, dev = len(top_log_weight), top_log_weight.device
     top = top_log_weight.double() + 1e-3
     floor = torch.log((1.0 - target) / n_keys.clamp_min(1)) - 1.0
     ref = torch.zeros(q, MAX_LEVELS + 1, dtype=top_log_weight.dtype, device=dev)
     scale = torch.zeros_like(ref)
-    ref[:, 0] = top.to(ref.dtype)
+    ref[:, 0] = (top + log_norm.double()).to(ref.dtype)  # score space
     scale[:, 0] = (N_BINS / (top - floor).clamp_min(1e-3)).to(ref.dtype)
     zeros = torch.zeros(q, dtype=torch.long, device=dev)
+    zeros64 = torch.zeros(q, dtype=torch.float64, device=dev)
     return _Bracket(ref, scale, torch.zeros(q, MAX_LEVELS + 1, dtype=torch.long, device=dev), zeros.clone(),
-                    torch.zeros(q, dtype=torch.float64, device=dev), torch.zeros(q, dtype=torch.float64, device=dev),
-                    zeros.clone(), zeros.clone())
+                    zeros64.clone(), zeros.clone(), zeros64.clone(), zeros.clone(), zeros.clone(), zeros.clone())
 
 
 def _choose_bins(br: _Bracket, consumer: NeffPass, target: float, cap: int):
     """After a histogram pass: fix the critical bin of every HIST query (the first bin where the
-    cumulative mass reaches the target) and the next step: COLLECT when the bin holds at most
-    ``cap`` weights (bound: its mass over its smallest weight), else one more level, or COUNT."""
+    cumulative mass reaches the target) and the next step: COLLECT when it holds at most ``cap``
+    weights, else one more level, or after ``MAX_LEVELS`` the tie rule (gap / mean weight)."""
     rows = torch.nonzero(br.mode == HIST).squeeze(1)
-    mass = consumer.mass[rows, :N_BINS]
+    mass, count = consumer.mass[rows, :N_BINS], consumer.count[rows, :N_BINS]
     cum = br.above_mass[rows, None] + mass.cumsum(1)
     bins = torch.arange(N_BINS, device=rows.device)
-    last = torch.where(mass > 0, bins, 0).amax(1)
+    last = torch.where(count > 0, bins, 0).amax(1)
     j = torch.minimum((cum < target).sum(1), last)  # target never reached (round-off): last non-empty bin
-    lvl = br.depth[rows]
-    br.above_mass[rows] += (mass * (bins[None] < j[:, None])).sum(1)
+    before = bins[None] < j[:, None]
+    br.above_mass[rows] += (mass * before).sum(1)
+    br.above_count[rows] += (count * before).sum(1).round().long()
     br.bin_mass[rows] = mass.gather(1, j[:, None]).squeeze(1)
+    br.bin_count[rows] = count.gather(1, j[:, None]).squeeze(1).round().long()
+    lvl = br.depth[rows]
     br.chosen[rows, lvl] = j
     ref, scale = br.ref[rows, lvl], br.scale[rows, lvl]
     br.ref[rows, lvl + 1] = ref - j.to(ref.dtype) / scale
     br.scale[rows, lvl + 1] = scale * N_BINS
     br.depth[rows] = lvl + 1
-    lowest = (ref - (j + 1).to(ref.dtype) / scale).double()  # smallest log-weight in the bin
-    bound = br.bin_mass[rows] * torch.exp(-lowest) * 1.01 + 1
-    split = torch.where(lvl + 1 >= MAX_LEVELS, COUNT, HIST)
-    br.mode[rows] = torch.where(bound <= cap, COLLECT, split)
+    small = br.bin_count[rows] <= cap
+    ties = ~small & (lvl + 1 >= MAX_LEVELS)
+    br.mode[rows] = torch.where(small, COLLECT, torch.where(ties, DONE, HIST))
+    if ties.any():  # weights equal to ~1e-9 relative: the gap divided by their mean
+        t = rows[ties]
+        mean_w = br.bin_mass[t] / br.bin_count[t].clamp_min(1)
+        need = torch.ceil((target - br.above_mass[t]).clamp_min(0) / mean_w.clamp_min(1e-300) - 1e-9).long()
+        br.result[t] = br.above_count[t] + torch.minimum(need.clamp_min(1), br.bin_count[t])
 
 
-def _count_exact(br: _Bracket, consumer: NeffPass, target: float):
-    """After a pass: COLLECT queries sort their inside weights (descending) and count the fewest that
-    close the gap to the target; COUNT queries (near-ties, equal to ~1e-9 relative) divide the gap
-    by the mean inside weight."""
+def _count_collected(br: _Bracket, consumer: NeffPass, log_norm: torch.Tensor, target: float):
+    """After a collection pass: sort each COLLECT query's inside weights (descending) and count the
+    fewest that close the gap to the target."""
     q = len(br.mode)
     need = torch.ones(q, dtype=torch.long, device=br.mode.device)
     if consumer.collected:
         who = torch.cat(consumer.collected_rows).long()
-        x = torch.cat(consumer.collected)
+        x = torch.cat(consumer.collected) - log_norm[who]  # the log-weights, as in the histograms
         order = torch.sort(x, descending=True, stable=True).indices
         who, x = who[order], x[order]
         order = torch.sort(who, stable=True).indices
         who, w = who[order], x[order].exp().double()
         cum = w.cumsum(0)
-        starts = torch.bincount(who, minlength=q).cumsum(0) - torch.bincount(who, minlength=q)
+        per_row = torch.bincount(who, minlength=q)
+        starts = per_row.cumsum(0) - per_row
         base = torch.where(starts[who] > 0, cum[(starts[who] - 1).clamp_min(0)], torch.zeros_like(cum))
         short = br.above_mass[who] + (cum - base) < target
         need = torch.bincount(who[short], minlength=q) + 1
-    ties = br.mode == COUNT
-    mean_w = br.bin_mass / consumer.inside.clamp_min(1)
-    gap = (target - br.above_mass).clamp_min(0)
-    tie_need = torch.ceil(gap / mean_w.clamp_min(1e-300) - 1e-9).long().clamp_min(1)
-    need = torch.where(ties, tie_need, need)
-    rows = (br.mode == COLLECT) | ties
-    br.result[rows] = (consumer.above + torch.minimum(need, consumer.inside))[rows]
+    rows = br.mode == COLLECT
+    br.result[rows] = (br.above_count + torch.minimum(need, br.bin_count))[rows]
     br.mode[rows] = DONE
 
 
@@ -355,13 +345,14 @@ def effective_patches_pass(run, log_norm: torch.Tensor, top_log_weight: torch.Te
     if tau >= 1:
         return _run_pass(run, NonZeroCount(log_norm), n_train, "N_eff(1)").count
     target = tau - NEFF_SLACK
-    br = _new_bracket(top_log_weight, n_keys, target)
+    br = _new_bracket(log_norm, top_log_weight, n_keys, target)
     cap = max(MIN_COLLECT, COLLECT_BUDGET // max(1, len(log_norm)))
-    for k in range(MAX_LEVELS + 2):
+    for k in range(MAX_LEVELS + 1):
         if bool((br.mode == DONE).all()):
             break
         consumer = _run_pass(run, NeffPass(log_norm, br), n_train, f"N_eff({tau:g}) pass {k + 1}")
-        _count_exact(br, consumer, target)  # first: the bins chosen below are counted next pass
+        if bool((br.mode == COLLECT).any()):  # first: the bins chosen below are collected next pass
+            _count_collected(br, consumer, log_norm, target)
         if bool((br.mode == HIST).any()):
             _choose_bins(br, consumer, target, cap)
     return br.result
