@@ -484,7 +484,7 @@ def plan_queries(groups, v, rows_all, sig_q, dtype, hw: int):
         q = q - centre
         offset = log_weight_offset(q, inv_var[local], g) + log_density_constant(g.rank, sig_q[local])
         rows = rows_all[local]
-        if len(rows) == rows[-1] - rows[0] + 1 and bool((rows.diff() == 1).all()):
+        if int(rows[-1] - rows[0]) + 1 == len(rows):  # sorted and unique: contiguous, a slice view
             rows = slice(int(rows[0]), int(rows[-1]) + 1)
         plans.append(QueryPlan(g, rows, augment_queries(q, inv_var[local], offset), centre))
     return plans, kept_rank
