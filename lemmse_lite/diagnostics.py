@@ -143,7 +143,10 @@ def _run_pass(run, consumer, total: int, desc: str):
 
 
 class NonZeroCount:
-    """Consumer counting, per query, the weights ``exp(s − log Σ exp s)`` that are non-zero floats."""
+    """Consumer counting, per query, the weights ``exp(s − log Σ exp s)`` that are non-zero floats.
+    ``update`` touches only its rows, so the engine may feed disjoint row slices from several threads."""
+
+    row_parallel = True
 
     def __init__(self, log_norm: torch.Tensor):
         self.log_norm = log_norm
@@ -198,7 +201,11 @@ def _at(table: torch.Tensor, rows, col: torch.Tensor) -> torch.Tensor:
 
 class NeffPass:
     """Consumer of one N_eff pass: for HIST queries the mass and count of the inside weights per bin
-    of the next level; for COLLECT queries the inside scores themselves."""
+    of the next level; for COLLECT queries the inside scores themselves. ``update`` writes only its
+    rows (and appends to lists), so the engine may feed disjoint row slices from several threads;
+    the collected scores are sorted afterwards, so their order does not matter."""
+
+    row_parallel = True
 
     def __init__(self, log_norm: torch.Tensor, br: _Bracket):
         self.log_norm, self.br = log_norm, br
