@@ -289,7 +289,7 @@ def _load_runs(paths, device):
         model, meta = load_run(run, device)
         models[f"{meta['arch']}:{Path(run).name}"] = model
         metas.append(meta)
-    key = lambda m: (m["problem"], m["B"], m["dataset"], m["n_train"])  # noqa: E731
+    key = lambda m: (m["problem"], m["B"], m["dataset"], m["n_train"])
     if any(key(m) != key(metas[0]) for m in metas):
         raise ValueError("the runs to compare must share problem, B, dataset and n_train")
     return models, metas[0]
@@ -307,7 +307,8 @@ def _check_run_flags(args, meta):
 
 def cmd_compare(args) -> int:
     """PSNR(network, LE-MMSE) on training and test measurements for runs of ``lemmse train``."""
-    from .compare import compare, format_table as compare_table, save_comparison_figure, save_results
+    from .compare import compare, save_comparison_figure, save_results
+    from .compare import format_table as compare_table
 
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)

@@ -25,5 +25,5 @@ def format_table(rows, columns=None, formats=None, align="right") -> str:
     body = [[_cell(r.get(c, ""), c, formats) for c in columns] for r in rows]
     widths = [max([len(str(c))] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
     pad = str.rjust if align == "right" else str.ljust
-    line = lambda cells: "  ".join(pad(str(s), w) for s, w in zip(cells, widths)).rstrip()  # noqa: E731
+    line = lambda cells: "  ".join(pad(str(s), w) for s, w in zip(cells, widths)).rstrip()
     return "\n".join([line(columns), line(["-" * w for w in widths])] + [line(b) for b in body])
