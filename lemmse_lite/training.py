@@ -280,41 +280,6 @@ def _model_signature(model):
     return {**config, "parameters": hashlib.sha256(shapes.encode()).hexdigest()[:16]}
 
 
-def _fingerprint(model, images, A, B, hyper):
-    fp = {
-        "model": _model_signature(model),
-        "data": f"{tuple(images.shape)} {_tensor_digest(images)}",
-        "A": _operator_signature(A, images.shape[1:]),
-        "B": _operator_signature(B, images.shape[1:]),
-        **hyper,
-    }
-    return json.loads(json.dumps(fp))  # tuples -> lists, as they come back from a checkpoint
-
-
-# ----------------------------------------------------------------------------- fingerprint
-def _tensor_digest(t):
-    data = t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def _operator_signature(op, shape):
-    """Name and a behavioural checksum: the operator applied to a fixed pseudo-random probe."""
-    if op is None:
-        return "identity (None)"
-    gen = torch.Generator().manual_seed(1234)
-    probe = torch.rand(1, *shape, generator=gen, dtype=torch.float64)
-    weights = torch.rand(1, *shape, generator=gen, dtype=torch.float64)
-    with torch.no_grad():
-        out = op(probe).double().cpu()
-    return f"{type(op).__name__}: {float(out.sum()):.6e} {float((out * weights).sum()):.6e}"
-
-
-def _model_signature(model):
-    config = getattr(model, "config", None) or {"family": type(model).__name__}
-    shapes = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
-    return {**config, "parameters": hashlib.sha256(shapes.encode()).hexdigest()[:16]}
-
-
 def fingerprint(model, images, A, B, config: TrainConfig) -> dict:
     """What identifies a run (architecture, data, operators, ``config.hyper()``): a resumed run
     must match its checkpoint's. ``config`` must be :meth:`TrainConfig.resolved`."""
