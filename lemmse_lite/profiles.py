@@ -22,11 +22,11 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-__all__ = ["FIELD_DOCS", "FULL", "PROFILES", "QUICK", "Profile", "get_profile"]
+__all__ = ["FIELD_DOCS", "FULL", "PAPER", "PAPER_PROBLEMS", "PROFILES", "QUICK", "Profile", "get_profile"]
 
 #: The meaning of every field of :class:`Profile` (also printed by :meth:`Profile.describe`).
 FIELD_DOCS = {
-    "name": "profile name, 'quick' or 'full'",
+    "name": "profile name, 'quick', 'full' or 'paper'",
     "device": "torch device for estimators and training, 'cpu' or 'cuda'",
     "dataset": "grey train/test set for data.load",
     "dataset_rgb": "colour train/test set for data.load",
@@ -197,7 +197,42 @@ FULL = Profile(
     control_margin=1.0,
 )
 
-PROFILES = {"quick": QUICK, "full": FULL}
+# The paper's own settings (Nguyen et al., arXiv:2601.10334) for `lemmse reproduce --profile paper` on a
+# GPU with the real data sets (FashionMNIST, CIFAR-10 via torchvision; FFHQ-32 thumbnails in a folder).
+# width 288, depth 8: the ResNet at P = 5 has 3,917,089 parameters (measured with models.make_model),
+# the paper's ~4M. Its problems (centre hole 15x15, random 30 % missing, Gaussian blur std 1.0) are
+# PAPER_PROBLEMS, spelt as experiments.problem_operators reads them.
+PAPER = Profile(
+    name="paper",
+    device="cuda",
+    dataset="fashionmnist",
+    dataset_rgb="cifar10",
+    dataset_shift="folder:~/.cache/lemmse_lite/ffhq32",
+    image_size=28,
+    n_train=10_000,
+    n_test=32,
+    patch_size=5,
+    patch_sizes=(5, 7, 9, 11),
+    sigmas=(0.01, 0.1, 0.2, 0.3, 0.4, 0.5),
+    sigma_range=(0.01, 0.5),
+    model_width=288,
+    model_depth=8,
+    train_steps=10_000,
+    batch_size=128,
+    lr=1e-3,
+    chunk_size=1000,
+    seed=0,
+    sweep_steps=5_000,
+    sweep_width=288,
+    agreement_sigmas=(0.01, 0.1, 0.2, 0.3, 0.4, 0.5),
+    n_sweep=(1_000, 3_000, 10_000),
+    min_agreement=25.0,
+    control_margin=1.0,
+)
+#: The paper's inverse problems: denoising, centre hole 15x15, random 30 % missing, blur std 1.0.
+PAPER_PROBLEMS = ("denoising", "inpainting:box=15", "inpainting:missing=0.3", "deblurring:std=1.0")
+
+PROFILES = {"quick": QUICK, "full": FULL, "paper": PAPER}
 
 
 def get_profile(name: str | Profile | None = None) -> Profile:
