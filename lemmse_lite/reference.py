@@ -18,7 +18,22 @@ import torch
 
 from .checks import check_odd, check_sigma
 
-__all__ = ["emmse_reference", "le_mmse_reference", "mmse_reference", "patch_matrix_rows"]
+__all__ = ["N_IMAGES", "SIZE", "crop", "emmse_reference", "le_mmse_reference", "mmse_reference",
+           "patch_matrix_rows"]
+
+#: The chapters' reference problem: ``N_IMAGES`` images cropped to ``SIZE × SIZE`` (odd, so that a
+#: patch as large as the image is centred: `course/04_locality.md`, exercise ex-04-3).
+SIZE = 11
+N_IMAGES = 16
+
+
+def crop(images: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, size, size): the top-left corner of each image."""
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise ValueError("images must be an (N, C, H, W) tensor")
+    if min(images.shape[-2:]) < size:
+        raise ValueError(f"size must be at most min(H, W) = {min(images.shape[-2:])}, got {size}")
+    return images[..., :size, :size]
 
 
 def _inputs(y, train, sigma, A):
