@@ -445,15 +445,39 @@ def _add_train_compare(sub):
     p.set_defaults(func=cmd_compare)
 
 
+def cmd_course(args) -> int:
+    """``lemmse course``: lemmse_lite.course, imported only for this subcommand (nbclient, nbconvert)."""
+    from .course import cmd_course as run
+    return run(args)
+
+
+def _add_course(sub):
+    p = sub.add_parser("course", help="execute every chapter: executed notebooks + HTML pages + index",
+                       description="Execute every chapter of course/ in order (a fresh kernel each) and "
+                       "write the executed .ipynb, one offline HTML page per chapter and index.html.",
+                       epilog="example:\n  lemmse course --profile quick --only 00 01 --out lemmse_out/course",
+                       formatter_class=_HelpFormatter)
+    p.add_argument("--profile", choices=["quick", "full"], default=None,
+                   help="profile of the chapters (default: $LEMMSE_PROFILE, else full with CUDA, quick without)")
+    p.add_argument("--out", default="lemmse_out/course", help="output folder")
+    p.add_argument("--only", nargs="+", default=None, metavar="CHAPTER",
+                   help="chapters to run, by number (01) or name (01_ideal_mmse) (default: all)")
+    p.add_argument("--course-dir", default=None, help="folder of the chapters (default: ./course)")
+    p.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: no limit)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_course, dataset=None, patch_size=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lemmse`` parser with its five subcommands."""
     parser = _Parser(prog="lemmse", description=__doc__.strip(),
                      epilog="example:\n  lemmse demo --profile quick\n\nlemmse SUBCOMMAND --help for the "
                      "flags of each subcommand.", formatter_class=_HelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,estimate,train,compare,bench}",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,estimate,train,compare,bench,course}",
                                 parser_class=_Parser)
     _add_demo_estimate_bench(sub)
     _add_train_compare(sub)
+    _add_course(sub)
     return parser
 
 
