@@ -1,4 +1,4 @@
-"""The lemmse command: demo, estimate, train, compare, bench.
+"""The lemmse command: demo, estimate, train, compare, bench, reproduce.
 
 lemmse demo is the course's main job on the embedded offline photos: for denoising, centre-box
 inpainting and Gaussian deblurring it runs MMSE, E-MMSE and LE-MMSE on held-out photos, prints PSNR
@@ -468,15 +468,64 @@ def _add_course(sub):
     p.set_defaults(func=cmd_course, dataset=None, patch_size=None)
 
 
+def cmd_reproduce(args) -> int:
+    """``lemmse reproduce``: the experiments of chapters 07-08 into --out, resumable
+    (lemmse_lite.reproduce, imported only for this subcommand)."""
+    from . import reproduce
+
+    profile = reproduce.override(get_profile(args.profile), args.set)
+    if args.device is not None:
+        profile = profile.replace(device=str(resolve_device(args.device, profile)))
+    cells = reproduce.select(reproduce.plan(profile), args.only)
+    if args.list:
+        for cell in cells:
+            print(f"{cell.name:<42} {' '.join(sorted(cell.tags))}")
+        return 0
+    t0 = time.time()
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    results = reproduce.reproduce(profile, args.out, only=args.only, cache=args.cache,
+                                  progress=not args.quiet, log=log)
+    print(f"{len(results['cells'])} cells ({len(results['resumed'])} stored earlier) in {time.time() - t0:.1f} s: "
+          f"{Path(args.out) / 'REPORT.md'}")
+    return 0
+
+
+def _add_reproduce(sub):
+    p = sub.add_parser("reproduce", help="the experiments of chapters 07-08 in one resumable run",
+                       description="Run the agreement tables (with controls), the patch-size and N sweeps, "
+                       "N_eff per pre-inverse and the out-of-distribution checks of chapters 07-08; write "
+                       "results.json, results.csv, figures/*.png and REPORT.md. Every finished cell is "
+                       "stored in OUT/cells: a killed run resumes where it stopped.",
+                       epilog="examples:\n  lemmse reproduce --profile quick --out lemmse_out/reproduce\n"
+                       "  lemmse reproduce --profile quick --only n-eff agreement+unet --out lemmse_out/some\n"
+                       "  lemmse reproduce --profile quick --list", formatter_class=_HelpFormatter)
+    p.add_argument("--profile", choices=["quick", "full", "paper"], default=None,
+                   help="settings (default: $LEMMSE_PROFILE, else full with CUDA, quick without); paper: the "
+                        "paper's settings, real data sets required")
+    p.add_argument("--only", nargs="+", default=None, metavar="KEYWORDS",
+                   help="cells to run: selectors of keywords joined by '+' (a cell runs when it holds every "
+                        "keyword of any selector; --list shows the cells and their keywords; default: all)")
+    p.add_argument("--set", nargs="+", default=None, metavar="FIELD=VALUE",
+                   help="override profile fields, e.g. n_train=100 train_steps=50 (tuples comma-separated)")
+    p.add_argument("--out", default="lemmse_out/reproduce", help="output folder (also holds the stored cells)")
+    p.add_argument("--cache", default=None, help="cache of networks and estimates (default: $LEMMSE_CACHE, "
+                                                 "else the chapters' .lemmse_cache)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the profile's)")
+    p.add_argument("--list", action="store_true", help="print the selected cells and their keywords, run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-cell log")
+    p.set_defaults(func=cmd_reproduce, dataset=None, patch_size=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lemmse`` parser with its five subcommands."""
     parser = _Parser(prog="lemmse", description=__doc__.strip(),
                      epilog="example:\n  lemmse demo --profile quick\n\nlemmse SUBCOMMAND --help for the "
                      "flags of each subcommand.", formatter_class=_HelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,estimate,train,compare,bench,course}",
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,estimate,train,compare,bench,course,reproduce}",
                                 parser_class=_Parser)
     _add_demo_estimate_bench(sub)
     _add_train_compare(sub)
+    _add_reproduce(sub)
     _add_course(sub)
     return parser
 
