@@ -12,22 +12,25 @@
 
 The first two come from the estimate's own softmax pass; N_eff needs the final normaliser, so
 :meth:`Diagnostics.effective_patches` streams the training set again, through the same engine and
-the same score blocks (so every score is bit-identical across passes):
+the same score blocks (so every score is bit-identical across passes). Only the weights above a
+floor can matter (below), so every pass first keeps those and works on them alone:
 
-1. a histogram pass: per query, the scores fall into ``N_BINS`` arithmetic bins
+1. a histogram pass: per query, the kept scores fall into ``N_BINS`` arithmetic bins
    ``⌊(ref − s)·scale⌋`` below the largest one (no search), accumulating the mass (float32 per
    block, float64 across blocks) and the count per bin; the bin where the sorted cumulative mass
-   first reaches the target is the *critical bin* (the mass and count above it are then known);
-2. a collection pass: the scores of each query's critical bin are gathered and their weights sorted
-   exactly, which gives the count. A critical bin holding too many weights to gather (near-ties) is
-   split by one more histogram pass inside it; after ``MAX_LEVELS`` levels its weights agree to
-   about 1e-9 relative and the count is the gap divided by their mean weight.
+   first reaches the target is the *critical bin* (the mass and count above it are then known).
+   The same pass also gathers the kept scores of every query that has at most a collection budget
+   of them: those queries are counted exactly by sorting, with no further pass;
+2. for the other queries, a collection pass: the scores of each query's critical bin are gathered
+   and their weights sorted exactly, which gives the count. A critical bin holding too many weights
+   to gather (near-ties) is split by one more histogram pass inside it; after ``MAX_LEVELS`` levels
+   its weights agree to about 1e-9 relative and the count is the gap divided by their mean weight.
 
-Two passes in the usual case, each about as costly as the estimate's own pass.
+One pass when the weights are concentrated (few above the floor), two in the usual spread case.
 
-The bins need a lower end: the K-th largest weight is at least ``(1 − target)/n_keys`` (the weights
-below it sum to more than ``1 − target`` and are at most ``n_keys``), so the critical bin always
-lies above ``log((1 − target)/n_keys)``.
+The floor: the K-th largest weight is at least ``(1 − target)/n_keys`` (the weights below it sum
+to more than ``1 − target`` and are at most ``n_keys``), so the critical bin always lies above
+``log((1 − target)/n_keys)``; the weights below it (one nat lower, for round-off) are never counted.
 """
 
 from __future__ import annotations
@@ -200,26 +203,33 @@ def _at(table: torch.Tensor, rows, col: torch.Tensor) -> torch.Tensor:
 
 
 class NeffPass:
-    """Consumer of one N_eff pass: for HIST queries the mass and count of the inside weights per bin
-    of the next level; for COLLECT queries the inside scores themselves. ``update`` writes only its
+    """Consumer of one N_eff pass: for HIST queries the mass and count per bin of the next level of
+    the kept weights (inside the bracket; at level 0, above the floor); for COLLECT queries the
+    inside scores themselves. ``cap > 0`` (the first pass): also gather the kept scores of every
+    query while it has at most ``cap`` of them (``n_kept`` counts them). ``update`` writes only its
     rows (and appends to lists), so the engine may feed disjoint row slices from several threads;
     the collected scores are sorted afterwards, so their order does not matter."""
 
     row_parallel = True
 
-    def __init__(self, log_norm: torch.Tensor, br: _Bracket):
-        self.log_norm, self.br = log_norm, br
+    def __init__(self, log_norm: torch.Tensor, br: _Bracket, cap: int = 0):
+        self.log_norm, self.br, self.cap = log_norm, br, cap
         q, dev = len(log_norm), log_norm.device
-        self.mass = torch.zeros(q, N_BINS + 1, dtype=torch.float64, device=dev)
-        self.count = torch.zeros(q, N_BINS + 1, dtype=torch.float64, device=dev)
+        self.mass = torch.zeros(q, N_BINS, dtype=torch.float64, device=dev)
+        self.count = torch.zeros(q, N_BINS, dtype=torch.long, device=dev)
+        self.n_kept = torch.zeros(q, dtype=torch.long, device=dev)
         self.collected_rows, self.collected = [], []
         self.max_depth = int(br.depth.max())
-        # per level: inside ⇔ lo ≤ position < hi (the clamped floor equals chosen); ±inf where free
+        # per level: inside ⇔ lo ≤ position < hi (the clamped floor equals chosen); ±inf where free.
+        # Level 0 keeps only positions < N_BINS (above the floor), so its last bin ends there; a
+        # deeper level's last bin is open, to keep a position that round-off put at N_BINS
         inf = torch.tensor(float("inf"), dtype=br.ref.dtype, device=dev)
         chosen = br.chosen.to(br.ref.dtype)
-        fixed = torch.arange(MAX_LEVELS + 1, device=dev)[None] < br.depth[:, None]
+        levels = torch.arange(MAX_LEVELS + 1, device=dev)[None]
+        fixed = levels < br.depth[:, None]
+        open_end = (br.chosen == N_BINS - 1) & (levels > 0)
         self.lo = torch.where(fixed & (br.chosen > 0), chosen, -inf)
-        self.hi = torch.where(fixed & (br.chosen < N_BINS - 1), chosen + 1, inf)
+        self.hi = torch.where(fixed & ~open_end, chosen + 1, inf)
 
     def _inside(self, rows, s):
         """(q, k) scores -> (q, k) bool inside the bracket, or None before any level."""
@@ -236,17 +246,17 @@ class NeffPass:
         if not bool(hist.any() | coll.any()):
             return
         inside = self._inside(rows, scores)
+        if isinstance(rows, slice):
+            rows = torch.arange(rows.start, rows.stop, device=scores.device)
         if bool(hist.all()):  # the common first pass: no copies
             self._histogram(rows, scores, inside)
-            return
-        rows = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
-        if bool(coll.all()):  # the common last pass
+        elif bool(coll.all()):  # the common last pass
             self._collect(rows, scores, inside)
-            return
-        if hist.any():
-            self._histogram(rows[hist], scores[hist], None if inside is None else inside[hist])
-        if coll.any():
-            self._collect(rows[coll], scores[coll], inside[coll])
+        else:
+            if hist.any():
+                self._histogram(rows[hist], scores[hist], None if inside is None else inside[hist])
+            if coll.any():
+                self._collect(rows[coll], scores[coll], inside[coll])
 
     def _collect(self, rows, s, inside):
         r, c = torch.nonzero(inside, as_tuple=True)
@@ -254,22 +264,40 @@ class NeffPass:
         self.collected.append(s[r, c])
 
     def _histogram(self, rows, s, inside):
+        """Bin the kept weights of (q,) long ``rows`` (scores ``s`` (q, k)); only those are touched,
+        which in the concentrated case is a small fraction of the block."""
         lvl = self.br.depth[rows]
-        idx = _position(s, _at(self.br.ref, rows, lvl), _at(self.br.scale, rows, lvl)).clamp_(0, N_BINS - 1).long()
-        if inside is not None:  # weights outside the bracket go to the spare bin N_BINS
-            idx.masked_fill_(~inside, N_BINS)
-        # clamp: exp of very negative log-weights gives subnormals, ~10x slower on x86; such weights
-        # (< e^-80) only reach the last bin (below the floor), whose mass is never counted
-        w = s.sub_(self.log_norm[rows, None]).clamp_(min=-80.0).exp_()
-        shape = (len(w), N_BINS + 1)
-        mass = torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w)
-        count = torch.zeros(shape, dtype=w.dtype, device=w.device).scatter_add_(1, idx, w.fill_(1.0))
-        if isinstance(rows, slice):
-            self.mass[rows] += mass
-            self.count[rows] += count
-        else:
-            self.mass.index_add_(0, rows, mass.double())
-            self.count.index_add_(0, rows, count.double())
+        t = _position(s, _at(self.br.ref, rows, lvl), _at(self.br.scale, rows, lvl))
+        keep = t < N_BINS
+        if inside is not None:
+            keep = inside & (keep | (lvl > 0)[:, None])
+        r, c = torch.nonzero(keep, as_tuple=True)
+        s_kept, who = s[r, c], rows[r]
+        idx = t[r, c].clamp_(0, N_BINS - 1).long() + r * N_BINS
+        w = (s_kept - self.log_norm[who]).exp_()  # above the floor: no subnormals
+        n = len(rows) * N_BINS
+        mass = torch.zeros(n, dtype=w.dtype, device=w.device).index_add_(0, idx, w).view(len(rows), N_BINS)
+        self.mass.index_add_(0, rows, mass.double())
+        self.count.index_add_(0, rows, torch.bincount(idx, minlength=n).view(len(rows), N_BINS))
+        if self.cap:
+            self.n_kept[rows] += torch.bincount(r, minlength=len(rows))
+            fits = (self.n_kept[rows] <= self.cap)[r]
+            self.collected_rows.append(who[fits].to(torch.int32))
+            self.collected.append(s_kept[fits])
+
+
+def _collected_early(br: _Bracket, consumer: NeffPass):
+    """After the first pass: every query whose kept weights were all gathered (``n_kept ≤ cap``)
+    becomes a COLLECT query whose bracket is everything above the floor; the scores gathered for
+    the other queries are dropped."""
+    fits = consumer.n_kept <= consumer.cap
+    br.bin_count[fits] = consumer.n_kept[fits]
+    br.mode[fits] = COLLECT
+    if consumer.collected:
+        who = torch.cat(consumer.collected_rows)
+        mine = fits[who.long()]
+        consumer.collected_rows = [who[mine]]
+        consumer.collected = [torch.cat(consumer.collected)[mine]]
 
 
 def _new_bracket(log_norm, top_log_weight, n_keys, target: float) -> _Bracket:
@@ -299,9 +327,9 @@ def _choose_bins(br: _Bracket, consumer: NeffPass, target: float, cap: int):
     j = torch.minimum((cum < target).sum(1), last)  # target never reached (round-off): last non-empty bin
     before = bins[None] < j[:, None]
     br.above_mass[rows] += (mass * before).sum(1)
-    br.above_count[rows] += (count * before).sum(1).round().long()
+    br.above_count[rows] += (count * before).sum(1)
     br.bin_mass[rows] = mass.gather(1, j[:, None]).squeeze(1)
-    br.bin_count[rows] = count.gather(1, j[:, None]).squeeze(1).round().long()
+    br.bin_count[rows] = count.gather(1, j[:, None]).squeeze(1)
     lvl = br.depth[rows]
     br.chosen[rows, lvl] = j
     ref, scale = br.ref[rows, lvl], br.scale[rows, lvl]
@@ -357,7 +385,9 @@ def effective_patches_pass(run, log_norm: torch.Tensor, top_log_weight: torch.Te
     for k in range(MAX_LEVELS + 1):
         if bool((br.mode == DONE).all()):
             break
-        consumer = _run_pass(run, NeffPass(log_norm, br), n_train, f"N_eff({tau:g}) pass {k + 1}")
+        consumer = _run_pass(run, NeffPass(log_norm, br, cap if k == 0 else 0), n_train, f"N_eff({tau:g}) pass {k + 1}")
+        if k == 0:
+            _collected_early(br, consumer)
         if bool((br.mode == COLLECT).any()):  # first: the bins chosen below are collected next pass
             _count_collected(br, consumer, log_norm, target)
         if bool((br.mode == HIST).any()):

@@ -93,6 +93,35 @@ def test_neff_split_and_tie_paths(name, monkeypatch):
         torch.testing.assert_close(got[ok], ref[ok], rtol=0, atol=0)
 
 
+def counting_run(scores):
+    run, calls = synthetic_run(scores), []
+
+    def counted(consumer, progress=None):
+        calls.append(type(consumer).__name__)
+        return run(consumer, progress)
+    return counted, calls
+
+
+@pytest.mark.parametrize("tau", (0.5, 0.99))
+def test_neff_one_pass_when_few_weights_pass_the_floor(tau, monkeypatch):
+    """Queries with at most ``cap`` weights above the floor are counted from the first pass; the
+    others (here: a mixed set, half peaked, half spread) take the histogram path; all are exact."""
+    sets = score_sets()
+    monkeypatch.setattr(D, "COLLECT_BUDGET", 1)
+    monkeypatch.setattr(D, "MIN_COLLECT", 200)  # cap: above the peaked rows' counts (~90-120), below the spread ones' (900)
+    for scores, n_passes in ((sets["peaked"], 1), (torch.cat([sets["peaked"], sets["spread"]]), 2)):
+        log_norm = torch.logsumexp(scores.double(), 1).float()
+        top = scores.amax(1) - log_norm
+        n_keys = torch.full((len(scores),), float(scores.shape[1]), dtype=torch.float64)
+        run, calls = counting_run(scores)
+        got = D.effective_patches_pass(run, log_norm, top, n_keys, tau)
+        assert len(calls) == n_passes
+        ref, margin = brute_force(scores, log_norm, tau)
+        ok = margin > 1e-5
+        assert ok.float().mean() > 0.5
+        torch.testing.assert_close(got[ok], ref[ok], rtol=0, atol=0)
+
+
 def test_neff_single_weight_and_all_equal():
     one = torch.full((3, 50), -1000.0)
     one[:, 7] = 0.0
