@@ -1,0 +1,180 @@
+"""The learner's experience in a real browser (headless Chromium, Debian's ``chromium`` package,
+driven by playwright pointed at the system browser).
+
+1. JupyterLab started the way the README says (``JUPYTER_CONFIG_PATH=jupyter-config jupyter lab``,
+   plus ``--allow-root`` as root, a free loopback port and a known token): a double click on
+   ``course/01_ideal_mmse.md`` opens it as a notebook (cells, not a text editor), its first code
+   cell runs and prints the profile's name and data set.
+2. A page written by ``lemmse course`` (a tiny chapter, the real code path) opened from disk: the
+   local MathJax has rendered its formulas.
+
+Screenshots go to ``$LEMMSE_ARTIFACTS`` (default ``lemmse_out/test-artifacts``, git-ignored).
+Without a browser the tests skip, unless ``LEMMSE_REQUIRE_BROWSER=1`` (CI), where they fail.
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lemmse_lite.course import run_course
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("LEMMSE_ARTIFACTS", ROOT / "lemmse_out" / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless system Chromium; skip (or fail where a browser is required) without one."""
+    missing = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as err:
+        missing = f"playwright not importable ({err})"
+    if CHROMIUM is None:
+        missing = "no chromium on PATH (apt-get install chromium)"
+    if missing:
+        if os.environ.get("LEMMSE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"LEMMSE_REQUIRE_BROWSER=1 but {missing}")
+        pytest.skip(missing)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"jupyter lab did not answer {url} within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab at the repository root as the README starts it; user settings and workspaces in
+    a temporary folder, so only the repository's configuration counts. Stopped afterwards."""
+    port, token = _free_port(), secrets.token_hex(16)
+    private = tmp_path_factory.mktemp("lab")
+    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+           f"--IdentityProvider.token={token}", f"--LabApp.user_settings_dir={private / 'settings'}",
+           f"--LabApp.workspaces_dir={private / 'workspaces'}"]
+    settings = private / "settings" / "@jupyterlab"
+    for plugin, value in {"docmanager-extension/plugin": '{"autosave": false}',   # never write the
+                          "apputils-extension/notification": '{"fetchNews": "false"}'}.items():  # chapter
+        (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
+        (settings / f"{plugin}.jupyterlab-settings").write_text(value)
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    env = {**os.environ, "JUPYTER_CONFIG_PATH": str(ROOT / "jupyter-config"), "LEMMSE_PROFILE": "quick",
+           "JUPYTER_RUNTIME_DIR": str(private / "runtime")}
+    env.pop("MPLBACKEND", None)
+    with open(private / "lab.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", proc)
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        shutil.copy(private / "lab.log", ARTIFACTS / "jupyterlab.log")
+    assert proc.returncode is not None
+
+
+def test_chapter_opens_as_notebook_and_runs(browser, lab):
+    base, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(f"{base}/lab?token={token}")
+        listing = page.locator(".jp-DirListing-content")
+        listing.locator(".jp-DirListing-item", has_text="course").first.dblclick()
+        listing.locator(".jp-DirListing-item", has_text="01_ideal_mmse.md").first.dblclick()
+        notebook = page.locator(".jp-NotebookPanel:visible")
+        notebook.locator(".jp-MarkdownCell").first.wait_for()
+        page.wait_for_function("document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length >= 3")
+        assert notebook.locator(".jp-MarkdownCell").count() >= 1      # cells, not a text editor
+        assert page.locator(".jp-FileEditor:visible").count() == 0
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
+            timeout=120_000)                                        # the kernel is up
+        first = notebook.locator(".jp-CodeCell").first
+        first.locator(".jp-InputPrompt").click()
+        page.keyboard.press("Shift+Enter")
+        output = first.locator(".jp-OutputArea-output")
+        output.first.wait_for(timeout=120_000)
+        assert "quick photos" in output.first.inner_text()
+        page.screenshot(path=ARTIFACTS / "jupyterlab_01_ideal_mmse.png")
+    except Exception:
+        page.screenshot(path=ARTIFACTS / "jupyterlab_failure.png")
+        raise
+    finally:
+        page.close()
+
+
+def test_course_page_renders_math(browser, tmp_path):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    (chapters / "01_math.md").write_text(textwrap.dedent("""\
+        ---
+        kernelspec:
+          display_name: Python 3
+          language: python
+          name: python3
+        ---
+        # Mathematics offline
+
+        The posterior mean $\\mathbb E[x\\mid y]$ and a display:
+
+        $$
+        \\hat x(y) = \\sum_{n=1}^N \\frac{e^{-\\lVert y - x_n\\rVert^2/2\\sigma^2}}{Z}\\, x_n
+        $$
+
+        ```{code-cell} ipython3
+        print(1 + 1)
+        ```
+        """))
+    out = tmp_path / "site"
+    (run,) = run_course(out, "quick", course_dir=chapters, quiet=True)
+    assert run.error is None
+    page = browser.new_page()
+    try:
+        page.goto(run.html.as_uri())
+        page.wait_for_function("window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0 "
+                               "&& document.querySelectorAll('.MathJax, .MathJax_Display').length >= 2",
+                               timeout=60_000)
+        assert page.locator(".MathJax_Display").count() == 1      # the display formula
+        assert page.locator(".MathJax_Error, .MathJax_Preview:has-text('$')").count() == 0
+        assert "$\\mathbb" not in page.locator("body").inner_text()   # no raw TeX left
+        page.screenshot(path=ARTIFACTS / "course_page_math.png", full_page=True)
+    finally:
+        page.close()
