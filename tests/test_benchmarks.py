@@ -114,7 +114,7 @@ def test_effective_patches_small_agrees_with_the_float64_oracle(capsys, tmp_path
     mean to 1 % (a near-tie at the 0.99 threshold may move one pixel by one)."""
     import numpy as np
 
-    from baselines import noisy
+    noisy = _module("baselines").noisy
     from lemmse_lite.data import load
     from lemmse_lite.operators import Blur, gaussian_kernel
 
