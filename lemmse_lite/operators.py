@@ -310,6 +310,112 @@ class Blur(FourierMultiplier):
         return torch.fft.fft2(pad)
 
 
+# ----------------------------------------------------------------------------- k-space sampling (MRI)
+
+def check_kspace_mask(mask) -> torch.Tensor:
+    """Check a k-space mask: a finite (H, W) tensor of 0/1 entries, not all 0, conjugate-symmetric
+    (``M[k] = M[−k mod (H, W)]``, `course/09_mri.md`, `eq-kspace`); returns it as float64."""
+    if isinstance(mask, torch.Tensor) and not mask.is_floating_point() and not mask.is_complex():
+        mask = mask.double()  # bool / integer masks
+    mask = _as_float_tensor(mask, "mask")
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be one 2-D k-space mask (H, W), got shape {tuple(mask.shape)}")
+    if ((mask != 0) & (mask != 1)).any():
+        raise ValueError("mask must hold only 0 (not sampled) and 1 (sampled) entries")
+    if not (mask == 1).any():
+        raise ValueError("mask samples no k-space location (all entries are 0)")
+    mirror = torch.roll(torch.flip(mask, dims=(0, 1)), shifts=(1, 1), dims=(0, 1))  # M[−k mod (H, W)]
+    if not torch.equal(mask, mirror):
+        raise ValueError("mask must be conjugate-symmetric, M[k] = M[-k mod (H, W)] "
+                         "(torch.fft.fft2 layout), so that K x stays real")
+    return mask.double()
+
+
+def kspace_acceleration(mask) -> float:
+    """The actual acceleration ``R = H·W / Σ_k M[k]`` of a k-space mask (H, W)."""
+    mask = check_kspace_mask(mask)
+    return mask.numel() / mask.sum().item()
+
+
+class KSpaceSampling(FourierMultiplier):
+    """Cartesian k-space sampling ``K = F^H diag(M) F`` (`course/09_mri.md`, `eq-kspace`).
+
+    ``F`` is the unitary 2-D DFT, ``M`` an (H, W) 0/1 conjugate-symmetric mask in
+    ``torch.fft.fft2``'s layout (:func:`check_kspace_mask`). ``K`` is real, symmetric and
+    idempotent (an orthogonal projector), so ``A = Aᵀ = A⁺ = K`` and ``B = A⁺`` gives the
+    zero-filled reconstruction. Acts on (B, C, H, W) images of the mask's size, channel by channel."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = check_kspace_mask(mask)
+        h, w = self.mask.shape
+        super().__init__(self._mask_spectrum, f"KSpaceSampling({h}x{w}, R={self.acceleration:.2f})")
+
+    @property
+    def acceleration(self) -> float:
+        """The actual acceleration ``H·W / Σ M`` (after symmetrisation)."""
+        return self.mask.numel() / self.mask.sum().item()
+
+    def _mask_spectrum(self, h, w):
+        if (h, w) != tuple(self.mask.shape):
+            raise ValueError(f"k-space mask of size {tuple(self.mask.shape)} does not match images of size {(h, w)}")
+        return self.mask.to(torch.complex128)
+
+    @property
+    def T(self):
+        return self
+
+    def pinv(self):
+        return self
+
+
+def _centre_columns(w: int, center_fraction: float) -> set:
+    """The fully sampled band: the first ``round(f_c·W)`` columns in the order 0, 1, −1, 2, −2, …
+    (mod W), closed under ``k ↦ −k mod W``."""
+    n_c = round(center_fraction * w)
+    order = [0] + [s * k % w for k in range(1, w // 2 + 1) for s in (1, -1)]
+    band = set(order[:n_c])
+    return band | {(-k) % w for k in band}
+
+
+def line_mask(h: int, w: int, acceleration: float = 4.0, center_fraction: float = 0.08,
+              kind: str = "random", seed: int = 0) -> torch.Tensor:
+    """(h, w) Cartesian k-space mask of whole columns (phase-encoding lines), 1 = sampled, in
+    ``torch.fft.fft2``'s layout (`course/09_mri.md`, `eq-kspace`).
+
+    A band of ``round(center_fraction·w)`` columns around index 0 (:func:`_centre_columns`), then
+    conjugate pairs ``{k, −k mod w}``, ``k = 0 … w//2`` (0 and ``w/2`` their own mirrors), until the kept
+    fraction reaches ``1/acceleration``: ``kind="random"`` draws the pairs in the order of
+    ``torch.randperm`` under ``seed``; ``"equispaced"`` takes the multiples of
+    ``round(acceleration)`` first, then the other pairs by increasing ``k`` (no randomness). The
+    actual acceleration (:func:`kspace_acceleration`) differs from ``acceleration`` by rounding."""
+    check_positive_int(h, "h"), check_positive_int(w, "w")
+    if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float)) \
+            or not math.isfinite(acceleration) or acceleration < 1:
+        raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration!r}")
+    if isinstance(center_fraction, bool) or not isinstance(center_fraction, (int, float)) \
+            or not 0 <= center_fraction <= 1:
+        raise ValueError(f"center_fraction must be a number in [0, 1], got {center_fraction!r}")
+    if kind not in ("random", "equispaced"):
+        raise ValueError(f"kind must be 'random' or 'equispaced', got {kind!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    kept = _centre_columns(w, center_fraction)
+    pairs = [k for k in range(w // 2 + 1) if k not in kept]
+    if kind == "random":
+        pairs = [pairs[i] for i in torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))]
+    else:
+        step = max(1, round(acceleration))
+        pairs = sorted(pairs, key=lambda k: (k % step != 0, k))
+    target = w / acceleration
+    for k in pairs:
+        if len(kept) >= target:
+            break
+        kept |= {k, (-k) % w}
+    mask = torch.zeros(h, w)
+    mask[:, sorted(kept)] = 1.0
+    return mask
+
+
 # ----------------------------------------------------------------------------- dense fallback
 
 class DenseOperator(Operator):
@@ -476,14 +582,18 @@ def disk_kernel(radius: float, size: int | None = None) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- named problems
 
-PROBLEMS = ("denoising", "inpainting", "deblurring")
+PROBLEMS = ("denoising", "inpainting", "deblurring", "mri")
 
 
 def forward_operator(problem: str, h: int, w: int, box: int | None = None, missing_fraction: float | None = None,
-                     blur_std: float = 1.0, seed: int = 0) -> Operator:
+                     blur_std: float = 1.0, seed: int = 0, acceleration: float = 4.0,
+                     center_fraction: float = 0.08, mask_kind: str = "random") -> Operator:
     """The course's forward models by name: ``"denoising"`` (A = I), ``"inpainting"`` (a centre box
     of side ``box``, default ``h//3`` rounded to odd, or a random mask if ``missing_fraction`` is
-    given) and ``"deblurring"`` (Gaussian kernel of std ``blur_std``)."""
+    given), ``"deblurring"`` (Gaussian kernel of std ``blur_std``) and ``"mri"`` (k-space line
+    sampling, :func:`line_mask` with ``acceleration``, ``center_fraction``, ``mask_kind``, ``seed``)."""
+    if problem == "mri":
+        return KSpaceSampling(line_mask(h, w, acceleration, center_fraction, mask_kind, seed))
     if problem == "denoising":
         return Denoising()
     if problem == "inpainting":

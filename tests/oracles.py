@@ -698,3 +698,29 @@ def smooth_images(n: int, C: int, H: int, W: int, seed: int, smoothness: float =
     hi = x.amax(dim=(1, 2, 3), keepdim=True)
     x = 0.05 + 0.9 * (x - lo) / (hi - lo)
     return x.float()
+
+
+# --------------------------------------------------------------------------------------------
+# §9 Accelerated MRI: k-space sampling as an explicit matrix (course/09_mri.md, eq-kspace)
+# --------------------------------------------------------------------------------------------
+def unitary_dft_matrix(n: int) -> np.ndarray:
+    """The unitary 1-D DFT ``F[k, j] = exp(−2πi k j / n) / √n`` built entry by entry."""
+    F = np.empty((n, n), dtype=np.complex128)
+    for k in range(n):
+        for j in range(n):
+            F[k, j] = np.exp(-2j * np.pi * k * j / n) / np.sqrt(n)
+    return F
+
+
+def kspace_matrix(mask, shape) -> np.ndarray:
+    """``K = F^H diag(M) F`` on (C, H, W) images, one channel at a time (block diagonal), with the
+    unitary 2-D DFT ``F = F_H ⊗ F_W`` acting on the flat index ``i*W + j``. ``mask``: (H, W) 0/1
+    in numpy-FFT layout (frequency 0 at index 0). The imaginary part must vanish (a
+    conjugate-symmetric mask); it is checked, then dropped."""
+    C, H, W = shape
+    M = as_f64(mask).reshape(H, W)
+    F = np.kron(unitary_dft_matrix(H), unitary_dft_matrix(W))
+    K1 = F.conj().T @ np.diag(M.reshape(-1).astype(np.complex128)) @ F
+    if np.abs(K1.imag).max() > 1e-12:
+        raise ValueError("the k-space mask is not conjugate-symmetric: K is not real")
+    return np.kron(np.eye(C), K1.real)
