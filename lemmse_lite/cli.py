@@ -29,7 +29,9 @@ from .tables import format_table
 from .training import CheckpointError, checkpoint_path, load_run, save_run, train
 
 ESTIMATORS = {"MMSE": "mmse", "E-MMSE": "equivariant_mmse", "LE-MMSE": "le_mmse"}
-DEMO_SIGMA = {"denoising": 0.2, "inpainting": 0.05, "deblurring": 0.05}
+DEMO_SIGMA = {"denoising": 0.2, "inpainting": 0.05, "deblurring": 0.05, "mri": 0.05}
+#: The demo's default problems (MRI, course/09_mri.md, runs when asked: ``--problems mri``).
+DEMO_PROBLEMS = ("denoising", "inpainting", "deblurring")
 DEMO_SIGMA_TEXT = ", ".join(f"{k} {v:g}" for k, v in DEMO_SIGMA.items())
 #: Above this noise level (the pixel range [0, 1]) the CLI warns: the noise swamps the image and
 #: every estimator tends to the prior mean (the mean training pixel / patch centre).
@@ -386,7 +388,7 @@ def _subparser(sub, name, summary, example):
 def _add_demo_estimate_bench(sub):
     p = _subparser(sub, "demo", "MMSE vs E-MMSE vs LE-MMSE on held-out photos (the course's main job)",
                    "lemmse demo --profile quick --problems denoising inpainting --out lemmse_out/demo")
-    p.add_argument("--problems", nargs="+", choices=operators.PROBLEMS, default=list(operators.PROBLEMS),
+    p.add_argument("--problems", nargs="+", choices=operators.PROBLEMS, default=list(DEMO_PROBLEMS),
                    help="inverse problems to solve")
     p.add_argument("--sigma", type=float, default=None,
                    help=SIGMA_HELP + f" (default: per problem, {DEMO_SIGMA_TEXT})")

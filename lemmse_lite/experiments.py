@@ -29,14 +29,14 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, data, estimators, metrics, models, operators, patches, training
+from . import __version__, data, estimators, metrics, models, operators, patches, profiles, training
 from .compare import compare
 from .tables import format_table
 
 __all__ = [
     "CACHE_ENV", "PAPER", "agreement", "agreement_vs_log_density", "cache_dir", "cache_key",
     "effective_patches_per_pre_inverse", "load_images", "load_results", "margins_table",
-    "moving_hole", "n_sweep", "network_settings", "patch_size_matrix", "problem_operators",
+    "moving_hole", "n_sweep", "network_settings", "patch_size_matrix", "problem_operators", "problem_settings",
     "reference_names", "results_markdown", "save_results", "trained_network", "write_results_table",
 ]
 
@@ -133,8 +133,25 @@ def problem_operators(problem: str, pre_inverse, profile):
     inpainting, Gaussian blur of std 1) and pre-inverse spec (``operators.pre_inverse``: None,
     ``"pinv"``, ``"adjoint"``, ``"tikhonov:EPS"``, ...) at the profile's image size."""
     h = w = profile.image_size
-    A = operators.forward_operator(problem, h, w, seed=profile.seed)
+    A = operators.forward_operator(problem.partition(":")[0], h, w, seed=profile.seed,
+                                   **problem_settings(problem, profile))
     return A, operators.pre_inverse(A, pre_inverse)
+
+
+def problem_settings(problem: str, profile) -> dict:
+    """The settings of ``problem`` beyond its name, as keyword arguments of
+    ``operators.forward_operator``: for ``"mri"`` the acceleration, centre fraction and mask kind
+    of ``profiles.mri_settings(profile)`` (``course/09_mri.md``); ``"mri:R"`` sets the acceleration
+    to the number R (the R sweep). Other problems: none."""
+    name, _, r = problem.partition(":")
+    if name != "mri":
+        return {}
+    m = profiles.mri_settings(profile)
+    try:
+        acceleration = float(r) if r else m.acceleration
+    except ValueError:
+        raise ValueError(f"problem {problem!r}: write 'mri' or 'mri:R' with a number R >= 1") from None
+    return {"acceleration": acceleration, "center_fraction": m.center_fraction, "mask_kind": m.mask_kind}
 
 
 def problem_description(problem: str, profile) -> str:
@@ -146,6 +163,10 @@ def problem_description(problem: str, profile) -> str:
     if problem == "deblurring":
         k = A.kernel if hasattr(A, "kernel") else None
         return f"Gaussian blur std 1.0{'' if k is None else f', {k.shape[-2]}×{k.shape[-1]} kernel'}"
+    if problem.partition(":")[0] == "mri":
+        m = problem_settings(problem, profile)
+        return (f"{m['mask_kind']} k-space lines, R = {A.acceleration:.2f} (target {m['acceleration']:g}), "
+                f"f_c = {m['center_fraction']:g}")
     return "white noise"
 
 
@@ -162,7 +183,7 @@ def network_settings(family, problem, profile, patch_size=None, pre_inverse=None
         "depth": profile.model_depth if depth is None else depth,
         "batch_size": profile.batch_size, "lr": profile.lr,
         "sigma_range": list(profile.sigma_range), "seed": profile.seed,
-        "device": torch.device(profile.device).type,
+        "device": torch.device(profile.device).type, **problem_settings(problem, profile),
     }
 
 
@@ -274,7 +295,7 @@ def reference_estimator(spec, train, problem, pre_inverse, profile, cache=None):
     def f(y, sigma):
         settings = {"spec": spec, "problem": problem, "pre_inverse": pre_inverse, "y": _digest(y),
                     "train": train_digest, "sigma": float(sigma), "image_size": profile.image_size,
-                    "seed": profile.seed}
+                    "seed": profile.seed, **problem_settings(problem, profile)}
         return _cached("estimates", settings,
                        lambda: _estimate(spec, y, train, sigma, A, B, profile), cache)
 

@@ -153,7 +153,7 @@ QUICK = Profile(
     sigma_range=(0.02, 0.5),
     model_width=48,
     model_depth=4,
-    train_steps=500,
+    train_steps=300,
     batch_size=32,
     lr=2e-3,
     chunk_size=100,
@@ -263,3 +263,108 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+# ----------------------------------------------------------------------------- MRI (chapter 09)
+
+@dataclass(frozen=True)
+class MRISettings:
+    """Chapter 09's accelerated MRI (``course/09_mri.md``) under one profile: the k-space line mask
+    (target ``acceleration`` R >= 1, centre fraction ``center_fraction`` f_c in [0, 1],
+    ``mask_kind`` 'random' or 'equispaced'), the accelerations of the R sweep and the headline
+    noise level ``sigma`` of the agreement and its margin. Kept beside :class:`Profile` (whose
+    fields are the contract of chapters 00-08); the experiments read it with :func:`mri_settings`."""
+
+    acceleration: float
+    center_fraction: float
+    mask_kind: str
+    accelerations: tuple
+    sigma: float
+
+    def __post_init__(self):
+        for r in (self.acceleration, *self.accelerations):
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not r >= 1:
+                raise ValueError(f"MRI accelerations must be numbers >= 1, got {r!r}")
+        if isinstance(self.center_fraction, bool) or not isinstance(self.center_fraction, (int, float)) \
+                or not 0 <= self.center_fraction <= 1:
+            raise ValueError(f"MRISettings.center_fraction must be in [0, 1], got {self.center_fraction!r}")
+        if self.mask_kind not in ("random", "equispaced"):
+            raise ValueError(f"MRISettings.mask_kind must be 'random' or 'equispaced', got {self.mask_kind!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"MRISettings.sigma must be positive, got {self.sigma!r}")
+
+
+#: fastMRI's R = 4 / f_c = 0.08 on the profile's images; the R sweep keeps f_c.
+MRI_QUICK = MRISettings(acceleration=4.0, center_fraction=0.08, mask_kind="random",
+                        accelerations=(2.0, 4.0, 8.0), sigma=0.1)
+MRI_FULL = MRISettings(acceleration=4.0, center_fraction=0.08, mask_kind="random",
+                       accelerations=(2.0, 3.0, 4.0, 6.0, 8.0), sigma=0.1)
+
+
+def mri_settings(profile) -> MRISettings:
+    """The :class:`MRISettings` of ``profile``: ``MRI_FULL`` for the GPU profiles ('full', 'paper'),
+    ``MRI_QUICK`` otherwise."""
+    return MRI_FULL if getattr(profile, "name", None) in ("full", "paper") else MRI_QUICK
+
+
+# ----------------------------------------------------------------------------- chapter 10 (diffusion)
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """The settings of chapter 10 (LE-MMSE inside a diffusion sampler, ``lemmse_lite.diffusion``),
+    per profile: :func:`diffusion_settings`. Sizes are chosen so that ``quick`` samples with the
+    analytic estimators and trains the diffusion CNN on 2 CPU cores in a few minutes.
+
+    ``dataset``/``image_size``/``n_train``: the grey training crops; ``n_samples``: samples per
+    sampler and seed; ``n_steps``, ``sigma_min``, ``sigma_max``, ``rho``: the EDM schedule (Heun);
+    ``patch_size``: P of the LE-MMSE sampler and receptive field of the CNN; ``patch_size_max``: P at
+    σ_max of the σ-dependent sampler; ``model_width``/``model_depth``/``train_steps``/``batch_size``/
+    ``lr``: the CNN and its training (log-uniform σ over the schedule's range); the thresholds (dB)
+    of the chapter's claims: ``min_memorised`` (MMSE samples to the nearest training image),
+    ``max_novel`` (LE-MMSE samples, over shifts), ``min_mosaic_margin`` (median nearest-patch PSNR
+    over a Gaussian image's), ``min_tracking_margin`` (CNN vs LE-MMSE, same noise over another seed)."""
+
+    dataset: str = "photos"
+    image_size: int = 16
+    n_train: int = 100
+    n_samples: int = 6
+    n_steps: int = 16
+    sigma_min: float = 0.01
+    sigma_max: float = 40.0
+    rho: float = 7.0
+    patch_size: int = 5
+    patch_size_max: int = 9
+    model_width: int = 32
+    model_depth: int = 2
+    train_steps: int = 500
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_memorised: float = 40.0
+    max_novel: float = 25.0
+    min_mosaic_margin: float = 10.0
+    min_tracking_margin: float = 3.0
+
+    def __post_init__(self):
+        for name in ("image_size", "n_train", "n_samples", "n_steps", "model_width", "train_steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DiffusionSettings.{name} must be a positive int, got {value!r}")
+        for p in (self.patch_size, self.patch_size_max):
+            if isinstance(p, bool) or not isinstance(p, int) or p < 1 or p % 2 == 0 or p > self.image_size:
+                raise ValueError(f"DiffusionSettings patch sizes must be odd ints <= image_size, got {p!r}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"DiffusionSettings needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+
+#: Chapter 10 per profile (``full`` is sized for a GPU and has not been timed here).
+DIFFUSION = {
+    "quick": DiffusionSettings(),
+    "full": DiffusionSettings(dataset="fashionmnist", image_size=28, n_train=1000, n_samples=16, n_steps=18,
+                              patch_size_max=13, model_width=64, model_depth=4, train_steps=5000,
+                              batch_size=128, lr=1e-3),
+}
+
+
+def diffusion_settings(profile: Profile | str | None = None) -> DiffusionSettings:
+    """The chapter-10 settings of ``profile`` (a :class:`Profile`, a name, or ``None``: as
+    :func:`get_profile`)."""
+    return DIFFUSION["quick"] if get_profile(profile).name == "quick" else DIFFUSION["full"]
