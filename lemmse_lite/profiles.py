@@ -368,3 +368,66 @@ def diffusion_settings(profile: Profile | str | None = None) -> DiffusionSetting
     """The chapter-10 settings of ``profile`` (a :class:`Profile`, a name, or ``None``: as
     :func:`get_profile`)."""
     return DIFFUSION["quick"] if get_profile(profile).name == "quick" else DIFFUSION["full"]
+
+
+# ----------------------------------------------------------------------------- chapter 10 (diffusion)
+@dataclass(frozen=True)
+class DiffusionSettings:
+    """The settings of chapter 10 (LE-MMSE inside a diffusion sampler, ``lemmse_lite.diffusion``),
+    per profile: :func:`diffusion_settings`. Sizes are chosen so that ``quick`` samples with the
+    analytic estimators and trains the diffusion CNN on 2 CPU cores in a few minutes.
+
+    ``dataset``/``image_size``/``n_train``: the grey training crops; ``n_samples``: samples per
+    sampler and seed; ``n_steps``, ``sigma_min``, ``sigma_max``, ``rho``: the EDM schedule (Heun);
+    ``patch_size``: P of the LE-MMSE sampler and receptive field of the CNN; ``patch_size_max``: P at
+    σ_max of the σ-dependent sampler; ``model_width``/``model_depth``/``train_steps``/``batch_size``/
+    ``lr``: the CNN and its training (log-uniform σ over the schedule's range); the thresholds (dB)
+    of the chapter's claims: ``min_memorised`` (MMSE samples to the nearest training image),
+    ``max_novel`` (LE-MMSE samples, over shifts), ``min_mosaic_margin`` (median nearest-patch PSNR
+    over a Gaussian image's), ``min_tracking_margin`` (CNN vs LE-MMSE, same noise over another seed)."""
+
+    dataset: str = "photos"
+    image_size: int = 16
+    n_train: int = 100
+    n_samples: int = 6
+    n_steps: int = 16
+    sigma_min: float = 0.01
+    sigma_max: float = 40.0
+    rho: float = 7.0
+    patch_size: int = 5
+    patch_size_max: int = 9
+    model_width: int = 32
+    model_depth: int = 2
+    train_steps: int = 500
+    batch_size: int = 32
+    lr: float = 2e-3
+    min_memorised: float = 40.0
+    max_novel: float = 25.0
+    min_mosaic_margin: float = 10.0
+    min_tracking_margin: float = 3.0
+
+    def __post_init__(self):
+        for name in ("image_size", "n_train", "n_samples", "n_steps", "model_width", "train_steps", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DiffusionSettings.{name} must be a positive int, got {value!r}")
+        for p in (self.patch_size, self.patch_size_max):
+            if isinstance(p, bool) or not isinstance(p, int) or p < 1 or p % 2 == 0 or p > self.image_size:
+                raise ValueError(f"DiffusionSettings patch sizes must be odd ints <= image_size, got {p!r}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"DiffusionSettings needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+
+#: Chapter 10 per profile (``full`` is sized for a GPU and has not been timed here).
+DIFFUSION = {
+    "quick": DiffusionSettings(),
+    "full": DiffusionSettings(dataset="fashionmnist", image_size=28, n_train=1000, n_samples=16, n_steps=18,
+                              patch_size_max=13, model_width=64, model_depth=4, train_steps=5000,
+                              batch_size=128, lr=1e-3),
+}
+
+
+def diffusion_settings(profile: Profile | str | None = None) -> DiffusionSettings:
+    """The chapter-10 settings of ``profile`` (a :class:`Profile`, a name, or ``None``: as
+    :func:`get_profile`)."""
+    return DIFFUSION["quick"] if get_profile(profile).name == "quick" else DIFFUSION["full"]

@@ -64,6 +64,7 @@ __all__ = [
 
 CHECKPOINT_FORMAT = "lemmse_lite.training/1"
 RUN_MODEL, RUN_HISTORY, RUN_CHECKPOINT = "model.pt", "history.json", "checkpoint.pt"
+SIGMA_LAWS = ("uniform", "log-uniform")  # law of sigma over sigma_range (log-uniform: diffusion, course/10)
 
 
 class CheckpointError(RuntimeError):
@@ -76,7 +77,8 @@ class TrainConfig:
     """Hyper-parameters of one training run (frozen; ``dataclasses.replace`` to change one).
 
     ``sigma_range``: ``(sigma_min, sigma_max)`` with ``0 < min <= max`` (or one float); sigma is
-    uniform per example. ``steps``, ``batch_size`` (drawn with replacement), ``lr``: peak
+    drawn per example, uniform (``sigma_law="uniform"``) or log-uniform (``"log-uniform"``, the
+    diffusion networks of ``course/10_diffusion.md``). ``steps``, ``batch_size`` (drawn with replacement), ``lr``: peak
     learning rate of AdamW (``weight_decay``), reached after ``warmup`` steps (``None``:
     ``min(100, steps // 20)``) and decayed with a cosine to 0 at ``steps``. ``ema``: EMA decay
     of the weights (``0``/``None``: no averaging). ``clip``: max global gradient norm (``None``:
@@ -101,9 +103,12 @@ class TrainConfig:
     log_every: int | None = None
     checkpoint_every: int = 500
     device: str | None = None
+    sigma_law: str = "uniform"
 
     def __post_init__(self):
         object.__setattr__(self, "sigma_range", _check_sigma_range(self.sigma_range))
+        if self.sigma_law not in SIGMA_LAWS:
+            raise ValueError(f"sigma_law must be one of {', '.join(SIGMA_LAWS)}, got {self.sigma_law!r}")
         check_positive_int(self.steps, "steps")
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.checkpoint_every, "checkpoint_every")
@@ -138,7 +143,8 @@ class TrainConfig:
         """The fields a resumed run must share with its checkpoint (part of the fingerprint)."""
         keys = ("steps", "batch_size", "lr", "weight_decay", "warmup", "ema", "clip", "amp", "seed",
                 "log_every")
-        return {"sigma_range": list(self.sigma_range), **{k: getattr(self, k) for k in keys}}
+        law = {} if self.sigma_law == "uniform" else {"sigma_law": self.sigma_law}  # old runs keep their keys
+        return {"sigma_range": list(self.sigma_range), **law, **{k: getattr(self, k) for k in keys}}
 
 
 def _check_sigma_range(sigma_range):
@@ -394,18 +400,25 @@ def sample_batch(state: TrainState, images: torch.Tensor, config: TrainConfig) -
 
 def train_step(state: TrainState, x: torch.Tensor, A, B, config: TrainConfig) -> torch.Tensor:
     """One optimisation step of ``eq-training-loss`` (``course/06_training.md``) on the clean
-    minibatch ``x`` ``(B, C, H, W)``: ``sigma ~ U[sigma_min, sigma_max]`` ``(B,)``,
+    minibatch ``x`` ``(B, C, H, W)``: ``sigma ~ U[sigma_min, sigma_max]`` ``(B,)`` (or ``log sigma``
+    uniform with ``config.sigma_law="log-uniform"``),
     ``y = A x + sigma e`` (:func:`~lemmse_lite.operators.measure`, the state's generator),
-    ``z = B y``, loss ``mean (N(z, sigma) - x)^2``; AdamW step, scheduler step, EMA update,
+    ``z = B y``, loss ``mean (N(z, sigma) - x)^2`` (weighted by ``model.loss_weight(sigma)`` when the
+    model defines it: EDM's ``lambda(sigma)``, ``course/10_diffusion.md``); AdamW step, scheduler step, EMA update,
     accumulators. ``config`` resolved. Returns the (detached) loss."""
     lo, hi = config.sigma_range
     gen = state.generator
-    sigma = lo + (hi - lo) * torch.rand(x.shape[0], generator=gen, device=gen.device)
+    u = torch.rand(x.shape[0], generator=gen, device=gen.device)
+    sigma = lo + (hi - lo) * u if config.sigma_law == "uniform" else lo * (hi / lo) ** u
     y = measure(A, x, sigma, gen)
     z = B(y) if B is not None else y
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.amp):
         out = (state.forward or state.model)(z, sigma)
-    loss = F.mse_loss(out.float(), x)
+    weight = getattr(state.model, "loss_weight", None)  # EDM's lambda(sigma) (course/10_diffusion.md)
+    if weight is None:
+        loss = F.mse_loss(out.float(), x)
+    else:
+        loss = (weight(sigma)[:, None, None, None] * (out.float() - x) ** 2).mean()
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.clip:
