@@ -14,7 +14,8 @@ import oracles as O
 import pytest
 import torch
 
-from lemmse_lite import operators
+from lemmse_lite import data, experiments, operators, profiles
+from lemmse_lite.cli import main
 from lemmse_lite.estimators import equivariant_mmse, le_mmse, mmse
 from lemmse_lite.operators import KSpaceSampling, kspace_acceleration, line_mask
 
@@ -231,3 +232,36 @@ def test_patch_covariance_rank(H, W, R, fc, P, singular):
     assert (rank < P * P) == singular
     lam = torch.linalg.eigvalsh(KSpaceSampling(mask).patch_covariance(H, W, P))
     assert np.abs(np.sort(lam.numpy()) - np.sort(s)).max() < 1e-10
+
+
+# ------------------------------------------------------------------------------------------
+# Settings and the command line
+# ------------------------------------------------------------------------------------------
+def test_mri_settings_and_problem_names():
+    quick = profiles.get_profile("quick")
+    assert profiles.mri_settings(quick) == profiles.MRI_QUICK
+    kw = experiments.problem_settings("mri:8", quick)
+    assert kw == {"acceleration": 8.0, "center_fraction": 0.08, "mask_kind": "random"}
+    assert experiments.problem_settings("denoising", quick) == {}
+    A, B = experiments.problem_operators("mri:8", "pinv", quick)
+    assert torch.equal(A.mask, line_mask(32, 32, 8.0, 0.08, "random", quick.seed)) and B is A
+    assert experiments.network_settings("resnet", "mri:8", quick)["acceleration"] == 8.0
+    assert "R = " in experiments.problem_description("mri", quick)
+    with pytest.raises(ValueError, match="mri:R"):
+        experiments.problem_settings("mri:fast", quick)
+    for bad, match in [({"acceleration": 0.5}, "accelerations"), ({"center_fraction": 2.0}, "center_fraction"),
+                       ({"mask_kind": "radial"}, "mask_kind"), ({"sigma": 0.0}, "sigma")]:
+        with pytest.raises(ValueError, match=match):
+            profiles.MRISettings(**{**vars(profiles.MRI_QUICK), **bad})
+
+
+def test_cli_estimate_mri(tmp_path, capsys, one_thread):
+    out = tmp_path / "est.pt"
+    assert main(["estimate", "--profile", "quick", "--problem", "mri", "--B", "pinv", "--n-train", "8",
+                 "--n-test", "1", "--patch-size", "3", "--sigma", "0.1", "--out", str(out)]) == 0
+    assert "LE-MMSE (mri, B = pinv" in capsys.readouterr().out
+    saved = torch.load(out, weights_only=True)
+    train = data.load("photos", "train", n=8, seed=0)
+    K = operators.forward_operator("mri", 32, 32)
+    assert torch.equal(saved["y"], operators.measure(K, saved["x"], 0.1, 0))
+    assert torch.allclose(saved["x_hat"], le_mmse(saved["y"], train, 0.1, 3, A=K, B=K), atol=1e-6)
