@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from lemmse_lite import profiles, reproduce
 from lemmse_lite.cli import main
@@ -94,3 +95,21 @@ def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path):
     assert resumed["resumed"] == ["n-eff"] and (out / "cells" / "n-eff.json").stat().st_mtime_ns == first
     assert resumed["cells"] == straight["cells"]
     assert reproduce.results_digest(resumed) == reproduce.results_digest(straight)
+
+
+def test_paper_problems_build_the_paper_operators():
+    """profiles.PAPER_PROBLEMS through experiments.problem_operators at the paper's 28x28: a 15x15
+    centre hole, 30 % random missing pixels, the Gaussian kernel of std 1.0."""
+    from lemmse_lite import experiments, operators
+
+    paper = profiles.get_profile("paper")
+    ops = {p: experiments.problem_operators(p, None, paper)[0] for p in profiles.PAPER_PROBLEMS}
+    hole = ops["inpainting:box=15"].b[0] if ops["inpainting:box=15"].b.dim() == 3 else ops["inpainting:box=15"].b
+    rows, cols = (hole == 0).nonzero(as_tuple=True)
+    assert len(rows) == 225 and rows.max() - rows.min() == 14 and cols.max() - cols.min() == 14
+    assert abs(float((ops["inpainting:missing=0.3"].b == 0).double().mean()) - 0.3) < 0.01
+    blur = ops["deblurring:std=1.0"].kernel
+    assert torch.allclose(blur.double(), operators.gaussian_kernel(1.0, blur.shape[-1]).double())
+    assert experiments.problem_description("inpainting:missing=0.3", paper) == "random 30 % missing"
+    with pytest.raises(ValueError, match="the options of inpainting are box=VALUE, missing=VALUE"):
+        experiments.problem_operators("inpainting:hole=3", None, paper)
