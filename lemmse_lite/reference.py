@@ -18,8 +18,15 @@ import torch
 
 from .checks import check_odd, check_sigma
 
-__all__ = ["N_IMAGES", "SIZE", "crop", "emmse_reference", "le_mmse_reference", "mmse_reference",
-           "patch_matrix_rows"]
+__all__ = [
+    "N_IMAGES",
+    "SIZE",
+    "crop",
+    "emmse_reference",
+    "le_mmse_reference",
+    "mmse_reference",
+    "patch_matrix_rows",
+]
 
 #: The chapters' reference problem: ``N_IMAGES`` images cropped to ``SIZE × SIZE`` (odd, so that a
 #: patch as large as the image is centred: `course/04_locality.md`, exercise ex-04-3).
@@ -86,7 +93,11 @@ def patch_matrix_rows(u: torch.Tensor, P: int) -> torch.Tensor:
     """(…, C, H, W) -> (…, H·W, C·P·P): row ``m`` is the patch ``Π_m u`` centred on pixel ``m``
     (circular), features in the order (c, di, dj), ``di, dj = −P//2 … P//2``."""
     r = P // 2
-    rows = [torch.roll(u, (-di, -dj), dims=(-2, -1)) for di in range(-r, r + 1) for dj in range(-r, r + 1)]
+    rows = [
+        torch.roll(u, (-di, -dj), dims=(-2, -1))
+        for di in range(-r, r + 1)
+        for dj in range(-r, r + 1)
+    ]
     stack = torch.stack(rows, dim=-3)  # (…, C, P·P, H, W): [c, k, i, j] = u[c, i + di, j + dj]
     return stack.flatten(-2).flatten(-3, -2).transpose(-1, -2)
 
@@ -105,7 +116,11 @@ def le_mmse_reference(y, train, sigma, P: int, A=None, b=None):
     P = check_odd(P, "P")
     y, x, ax, sig = _inputs(y, train, sigma, A)
     bsz, c, h, w_ = y.shape
-    bb = torch.ones(c, h, w_, dtype=torch.float64) if b is None else torch.as_tensor(b).double().reshape(-1, h, w_).expand(c, h, w_)
+    bb = (
+        torch.ones(c, h, w_, dtype=torch.float64)
+        if b is None
+        else torch.as_tensor(b).double().reshape(-1, h, w_).expand(c, h, w_)
+    )
     pb = patch_matrix_rows(bb, P)  # (HW, k): Π_m b
     keys = patch_matrix_rows(ax, P)  # (N, HW, k): Π_m A x_i
     queries = patch_matrix_rows(bb * y, P)  # (B, HW, k): Π_n B y

@@ -11,8 +11,15 @@ import numpy as np
 import torch
 from matplotlib.patches import Rectangle
 
-__all__ = ["attention_map", "category_map", "degenerate_gaussians", "forward_models", "patch_lookup",
-           "shift_pairs", "softmax_toy"]
+__all__ = [
+    "attention_map",
+    "category_map",
+    "degenerate_gaussians",
+    "forward_models",
+    "patch_lookup",
+    "shift_pairs",
+    "softmax_toy",
+]
 
 
 def _img(ax, img, title: str, cmap: str = "gray"):
@@ -24,11 +31,15 @@ def _img(ax, img, title: str, cmap: str = "gray"):
 def forward_models(x: torch.Tensor, measurements: dict):
     """The three forward models (`course/00_inverse_problems.md`, `eq-forward`): ``x`` (H, W) and
     ``{name: y (H, W)}``, drawn as ``x -> A -> + e -> y`` rows."""
-    fig, axes = plt.subplots(len(measurements), 3, figsize=(6, 2 * len(measurements)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(measurements), 3, figsize=(6, 2 * len(measurements)), squeeze=False
+    )
     for row, (name, y) in zip(axes, measurements.items()):
         _img(row[0], x, "x (clean)")
         row[1].axis("off")
-        row[1].annotate("", xy=(0.95, 0.5), xytext=(0.05, 0.5), arrowprops=dict(arrowstyle="->", lw=2))
+        row[1].annotate(
+            "", xy=(0.95, 0.5), xytext=(0.05, 0.5), arrowprops={"arrowstyle": "->", "lw": 2}
+        )
         row[1].text(0.5, 0.62, f"A: {name}", ha="center", fontsize=9)
         row[1].text(0.5, 0.28, "+ noise e ~ N(0, σ²I)", ha="center", fontsize=8)
         _img(row[2], y.clamp(0, 1), "y = A x + e")
@@ -45,7 +56,9 @@ def softmax_toy(points: torch.Tensor, query: torch.Tensor, sigmas):
     for ax, s in zip(axes[0], sigmas):
         w = torch.softmax(-((points - query) ** 2).sum(1) / (2 * s**2), 0)
         est = w @ points
-        ax.scatter(points[:, 0], points[:, 1], s=20 + 400 * w, facecolors="lightgrey", edgecolors="black")
+        ax.scatter(
+            points[:, 0], points[:, 1], s=20 + 400 * w, facecolors="lightgrey", edgecolors="black"
+        )
         ax.scatter([query[0]], [query[1]], marker="o", s=30, color="black", label="measurement y")
         ax.scatter([est[0]], [est[1]], marker="x", s=60, color="black", label="estimate")
         ax.set_title(f"σ = {s:g}: max w = {float(w.max()):.2f}", fontsize=9)
@@ -76,14 +89,31 @@ def patch_lookup(query_image: torch.Tensor, keys_images: torch.Tensor, patch_siz
     r = patch_size // 2
     fig, axes = plt.subplots(1, 1 + len(keys_images), figsize=(2.2 * (1 + len(keys_images)), 2.6))
     _img(axes[0], query_image.clamp(0, 1), "query: patch Π_n y")
-    axes[0].add_patch(Rectangle((w // 2 - r - 0.5, h // 2 - r - 0.5), patch_size, patch_size,
-                                fill=False, lw=2, color="white"))
+    axes[0].add_patch(
+        Rectangle(
+            (w // 2 - r - 0.5, h // 2 - r - 0.5),
+            patch_size,
+            patch_size,
+            fill=False,
+            lw=2,
+            color="white",
+        )
+    )
     rng = np.random.default_rng(0)
     for ax, img in zip(axes[1:], keys_images):
         _img(ax, img, "keys Π_m A x_i, values x_i[m]")
         for i, j in rng.integers(r, min(h, w) - r, size=(3, 2)):
-            ax.add_patch(Rectangle((j - r - 0.5, i - r - 0.5), patch_size, patch_size, fill=False, lw=1.5,
-                                   color="white", linestyle="--"))
+            ax.add_patch(
+                Rectangle(
+                    (j - r - 0.5, i - r - 0.5),
+                    patch_size,
+                    patch_size,
+                    fill=False,
+                    lw=1.5,
+                    color="white",
+                    linestyle="--",
+                )
+            )
             ax.plot([j], [i], "o", color="white", markersize=3)
     fig.suptitle("One query patch against every training patch (a few drawn)")
     fig.tight_layout()
@@ -103,7 +133,10 @@ def attention_map(weights: torch.Tensor, side: int):
         if k < n:
             ax.imshow(weights[k].reshape(side, side).numpy(), cmap="gray_r", vmin=0, vmax=top)
             ax.set_title(f"i = {k}: {float(weights[k].sum()):.2f}", fontsize=7)
-    fig.suptitle("Attention map w_{i,m} of one output pixel (panel title: total weight of image i)", fontsize=9)
+    fig.suptitle(
+        "Attention map w_{i,m} of one output pixel (panel title: total weight of image i)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
@@ -116,12 +149,14 @@ def category_map(ax, labels: torch.Tensor, n_colours: int = 8, label: str = "cla
     codes = torch.full(labels.shape, len(order), dtype=torch.long)
     for k, v in enumerate(order.tolist()):
         codes[labels == v] = k
-    colours = list(plt.get_cmap("tab10").colors[:len(order)]) + [(0.85, 0.85, 0.85)]
+    colours = list(plt.get_cmap("tab10").colors[: len(order)]) + [(0.85, 0.85, 0.85)]
     cmap = plt.matplotlib.colors.ListedColormap(colours)
     ax.imshow(codes.numpy(), cmap=cmap, vmin=-0.5, vmax=len(order) + 0.5, interpolation="nearest")
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in colours]
     names = [f"{label} {v}" for v in order.tolist()] + ["other"]
-    ax.legend(handles, names, fontsize=5, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.legend(
+        handles, names, fontsize=5, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False
+    )
     ax.set_xticks([]), ax.set_yticks([])
     return ax
 

@@ -15,7 +15,14 @@ import pytest
 import torch
 
 from lemmse_lite import reference
-from lemmse_lite.operators import Blur, Inpainting, center_box_mask, eps_mask, gaussian_kernel, random_mask
+from lemmse_lite.operators import (
+    Blur,
+    Inpainting,
+    center_box_mask,
+    eps_mask,
+    gaussian_kernel,
+    random_mask,
+)
 
 C, H, W, N, P = 1, 6, 6, 4, 3
 
@@ -34,8 +41,11 @@ def _dense(op, shape):
 @pytest.mark.parametrize("op", [None, "blur", "mask"])
 def test_mmse_and_emmse_match_oracles(C_, op):
     train, y = _data(C_)
-    A = {None: None, "blur": Blur(gaussian_kernel(std=0.6, size=5)),
-         "mask": Inpainting(random_mask(H, W, 0.3, seed=1))}[op]
+    A = {
+        None: None,
+        "blur": Blur(gaussian_kernel(std=0.6, size=5)),
+        "mask": Inpainting(random_mask(H, W, 0.3, seed=1)),
+    }[op]
     Ad = _dense(A, (C_, H, W))
     sigma = 0.6
     x_ref, w = reference.mmse_reference(y, train, sigma, A=A)
@@ -52,8 +62,12 @@ def test_mmse_and_emmse_match_oracles(C_, op):
 
 def _b(kind, shape):
     box = center_box_mask(H, W, 2)
-    return {"identity": None, "mask": box, "eps": eps_mask(box, 0.1),
-            "random": random_mask(H, W, 0.3, seed=2)}[kind]
+    return {
+        "identity": None,
+        "mask": box,
+        "eps": eps_mask(box, 0.1),
+        "random": random_mask(H, W, 0.3, seed=2),
+    }[kind]
 
 
 @pytest.mark.parametrize("C_", [1, 2])
@@ -61,7 +75,11 @@ def _b(kind, shape):
 def test_le_mmse_matches_oracle(C_, kind):
     train, x = _data(C_)
     b = _b(kind, (C_, H, W))
-    A = None if kind == "identity" else Inpainting(center_box_mask(H, W, 2) if kind != "random" else b)
+    A = (
+        None
+        if kind == "identity"
+        else Inpainting(center_box_mask(H, W, 2) if kind != "random" else b)
+    )
     y = x if A is None else A(x)
     y = y + 0.05 * torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=y.dtype)
     sigma = 0.15
@@ -70,8 +88,9 @@ def test_le_mmse_matches_oracle(C_, kind):
         assert float(w.amax(dim=(2, 3)).median()) < 0.95  # mixed at most pixels
     Bd = None if b is None else Inpainting(b).matrix((C_, H, W)).double().numpy()
     for k in range(2):
-        xo, diag = O.oracle_le_mmse(y[k], train, sigma, P, A=_dense(A, (C_, H, W)), B=Bd,
-                                    return_diagnostics=True)
+        xo, diag = O.oracle_le_mmse(
+            y[k], train, sigma, P, A=_dense(A, (C_, H, W)), B=Bd, return_diagnostics=True
+        )
         np.testing.assert_allclose(x_ref[k].numpy(), xo, atol=1e-9)
         np.testing.assert_allclose(w[k].numpy(), diag.weights, atol=1e-9)
 
@@ -95,7 +114,9 @@ def test_a_wrong_temperature_is_visible():
 def test_reference_is_independent_of_the_fast_code():
     tree = ast.parse(inspect.getsource(reference))
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    imported |= {
+        a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
+    }
     assert imported <= {"__future__", "torch", "checks"}, imported
 
 

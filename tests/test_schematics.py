@@ -5,11 +5,11 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
+import torch
 
-from lemmse_lite import schematics  # noqa: E402
+from lemmse_lite import schematics
 
 IMG = torch.rand(9, 9, generator=torch.Generator().manual_seed(0))
 
@@ -33,7 +33,9 @@ def test_softmax_toy_weights_follow_sigma():
     pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     fig = schematics.softmax_toy(pts, torch.tensor([0.2, 0.1]), [0.05, 10.0])
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles[0].endswith("1.00") and float(titles[1].split("=")[-1]) < 0.4  # one-hot, then uniform
+    assert (
+        titles[0].endswith("1.00") and float(titles[1].split("=")[-1]) < 0.4
+    )  # one-hot, then uniform
 
 
 def test_shift_pairs_and_lookup():
@@ -49,7 +51,7 @@ def test_attention_map_panels():
 
 
 def test_category_map_legend():
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     labels = torch.tensor([[0, 0, 5], [7, 7, 7], [9, 1, 2]])
     schematics.category_map(ax, labels, n_colours=2, label="train")
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
