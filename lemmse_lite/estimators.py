@@ -15,9 +15,10 @@ training set and all three are softmax averages computed by the one streaming en
 Conventions: ``y`` is the *raw* measurement ``A x + e`` of shape (B, C, H, W); the estimators apply
 the pre-inverse ``B`` themselves (``B=None``: physics-agnostic). ``train`` is a tensor (N, C, H, W)
 or an iterable of such tensors, streamed chunk by chunk to ``y``'s device (the only data moved).
-``sigma`` is a float or a (B,) tensor. LE-MMSE computes in float32 (float64 if ``y`` is float64);
-MMSE and E-MMSE score whole images in float64 (their distances cancel badly in float32 and they
-are cheap) and return ``y``'s dtype. ``engine``: an :class:`~lemmse_lite.engine.EngineConfig`
+``sigma`` is a float or a (B,) tensor. LE-MMSE computes in float32 (float64 if ``y`` is float64).
+MMSE and E-MMSE screen every pair with float32 scores (whole-image distances cancel badly in
+float32), then compute in float64 the log-weights of the keys that a rigorous bound of the float32
+rounding (:func:`rounding_slack`) cannot rule out; they return ``y``'s dtype. ``engine``: an :class:`~lemmse_lite.engine.EngineConfig`
 (default: :func:`~lemmse_lite.engine.default_engine` of ``y``'s device).
 """
 
@@ -75,6 +76,7 @@ __all__ = [
     "le_mmse",
     "mmse",
     "patch_groups",
+    "rounding_slack",
     "training_chunks",
 ]
 
@@ -145,7 +147,8 @@ def centre_on_own_queries(q: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
 
 
 def centre_on_first_key(keys: torch.Tensor) -> torch.Tensor:
-    """MMSE / E-MMSE centring: (K, n) whole-image keys of the first chunk -> (n,) the first key.
+    """MMSE / E-MMSE centring of the float32 screening scores: (K, n) whole-image keys of the first
+    chunk -> (n,) the first key (smaller norms: a tighter :func:`rounding_slack`, fewer candidates).
 
     The queries that matter lie near the keys, while the query mean can sit far away (ε-mask:
     misaligned shifts carry z/ε). Fixed by the first training image alone, so the rounding does not
@@ -155,15 +158,22 @@ def centre_on_first_key(keys: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- MMSE and E-MMSE
 
-def _shift_index(h: int, w: int, device) -> torch.Tensor:
-    """(H·W, H·W) long: row g holds, for each pixel n, the flat index of ``n − g`` (so that
-    ``(T_g u)[n] = u[idx[g, n]]``)."""
+RESCORE_MARGIN = 50.0  # nats: a key provably this far below a query's best score is dropped (weight < e⁻⁵⁰)
+DENSE_FRACTION = 16  # a block with more than 1/16 of its pairs as candidates is rescored densely
+PAIR_BLOCK = 1024  # candidate pairs rescored at a time (bounds the float64 temporaries)
+FLOAT32_UNIT = 2.0**-24  # unit round-off u of float32
+
+
+def _shift_index(h: int, w: int, g_count: int, device) -> torch.Tensor:
+    """(g_count, H·W) long: row g holds, for each pixel n, the flat index of ``n − g`` (so that
+    ``(T_g u)[n] = u[idx[g, n]]``), for the first ``g_count`` shifts g in flat order."""
     i = torch.arange(h, device=device)
     j = torch.arange(w, device=device)
-    gi, gj = i.repeat_interleave(w), j.repeat(h)  # g in flat order
+    g = torch.arange(g_count, device=device)
+    gi, gj = g // w, g % w
     rows = (i[None, :, None] - gi[:, None, None]) % h  # (G, H, 1)
     cols = (j[None, None, :] - gj[:, None, None]) % w  # (G, 1, W)
-    return (rows * w + cols).reshape(h * w, h * w)
+    return (rows * w + cols).reshape(g_count, h * w)
 
 
 def _feasible_images(u: torch.Tensor, B) -> torch.Tensor:
@@ -183,31 +193,130 @@ def _feasible_images(u: torch.Tensor, B) -> torch.Tensor:
 
 
 def _shifted_queries(z: torch.Tensor, g_count: int, idx: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B·G, C, H, W): ``T_g⁻¹ z`` for the first ``g_count`` shifts g."""
+    """(B, C, H, W) -> (B·G, C, H, W): ``T_g⁻¹ z`` for the first ``g_count`` shifts g (``idx``:
+    :func:`_shift_index` of at least those shifts)."""
     bsz, c, h, w = z.shape
     g = torch.arange(g_count, device=z.device)
     minus_g = ((-(g // w)) % h) * w + (-(g % w)) % w  # (T_g⁻¹ u)[n] = u[idx[−g, n]]
     return z.flatten(2)[:, :, idx[minus_g]].permute(0, 2, 1, 3).reshape(bsz * g_count, c, h, w)
 
 
-class _ImageKeys:
-    """The score blocks of one chunk for MMSE / E-MMSE: keys ``B⁺ B A x_i`` (whole images, float64),
-    values the images; the queries are augmented at the first chunk (:func:`centre_on_first_key`)."""
+def rounding_slack(n: int, q_norm: torch.Tensor, k_norm_max: float, inv_var: torch.Tensor) -> torch.Tensor:
+    """(Q,) float64 bound on the float32 rounding error of the scores ``(q·k − ‖k‖²/2)/σ²`` of
+    centred whole-image queries of norm ``q_norm`` (Q,) against centred keys of norm at most
+    ``k_norm_max``, dimension ``n`` (`eq-mmse-b`)::
+
+        |ŝ − s| ≤ (2 γ_{n+2} + 8u) (‖q‖ + ‖k‖)² / (2σ²),   γ_m = m u / (1 − m u),  u = 2⁻²⁴,
+
+    the worst-case bound of a float32 dot product of the augmented vectors (any summation order)
+    plus the rounding of the centred inputs, of ``1/σ²`` and of ``‖k‖²`` (`eq-attention`)."""
+    m = (n + 2) * FLOAT32_UNIT
+    factor = 2 * m / (1 - m) + 8 * FLOAT32_UNIT
+    return factor * 0.5 * inv_var * (q_norm + k_norm_max) ** 2
+
+
+class _ImageSoftmax:
+    """Score blocks and consumer of one MMSE / E-MMSE call (`eq-mmse-b`, `eq-emmse-b`).
+
+    As blocks (``__call__(start, chunk)``): the keys ``W B A x_i`` of the chunk, centred on the
+    first key (:func:`centre_on_first_key`) and scored by the engine in float32 against the queries
+    ``W T_g⁻¹ B y`` (Q, n). As consumer (``update``): with ``slack`` the bound of
+    :func:`rounding_slack`, the float32 scores ``ŝ`` give a lower bound ``m_low = max ŝ − slack``
+    of each query's best score; the candidates ``ŝ ≥ m_low − slack − RESCORE_MARGIN`` are the
+    only keys whose weight can exceed ``e^−RESCORE_MARGIN`` of the best. Their exact log-weights
+    ``−‖q − k‖²/(2σ²)`` are computed in float64 (direct differences; a block with many candidates
+    by one centred float64 product) and merged by an online softmax in float64. ``m``, ``d``,
+    ``num``: the running maximum, denominator and numerator of that softmax, (Q,), (Q,), (Q, n)."""
+
+    row_parallel = True  # update touches only its rows
 
     def __init__(self, q, rows, inv_var, A, Bop, W):
         self.q, self.rows, self.inv_var, self.A, self.Bop, self.W = q, rows, inv_var, A, Bop, W
+        n_q, n = q.shape
+        self.q64 = q.double()
+        self.m = torch.full((n_q,), float("-inf"), dtype=torch.float64, device=q.device)
+        self.d = torch.zeros(n_q, dtype=torch.float64, device=q.device)
+        self.num = torch.zeros(n_q, n, dtype=torch.float64, device=q.device)
+        self.m_low = torch.full((n_q,), float("-inf"), dtype=torch.float32, device=q.device)
         self.q_aug = self.centre = None
 
     def __call__(self, start, chunk):
         n = self.q.shape[1]
-        meas = self.A(chunk) if self.Bop is None else self.Bop(self.A(chunk))
-        keys = (meas if self.W is None else self.W(meas)).reshape(len(chunk), n).to(self.q.dtype)
+        meas = chunk if isinstance(self.A, Denoising) else self.A(chunk)  # the identity: no copy, no re-check
+        meas = meas if self.Bop is None else self.Bop(meas)
+        self.keys = (meas if self.W is None else self.W(meas)).reshape(len(chunk), n)
         if self.q_aug is None:
-            self.centre = centre_on_first_key(keys)
-            qc = self.q[self.rows] - self.centre
-            iv = self.inv_var[self.rows]
-            self.q_aug = augment_queries(qc, iv, -0.5 * (qc * qc).sum(1) * iv)
-        yield self.rows, self.q_aug, augment_keys(keys - self.centre), chunk.reshape(len(chunk), n).to(keys.dtype), None
+            self._start(self.keys)
+        kc = (self.keys - self.centre).float()
+        k_aug = augment_keys(kc)
+        k_norm_max = float((-2.0 * k_aug[:, n].double()).clamp_min(0).sqrt().max())
+        self.slack = rounding_slack(n, self.q_norm, k_norm_max, self.inv_var).float()
+        ids = torch.arange(len(chunk), device=chunk.device)
+        yield self.rows, self.q_aug, k_aug, chunk.reshape(len(chunk), n), ids
+
+    def _start(self, keys):
+        """At the first chunk: the centre, the centred float32 queries (no per-query offset: it
+        cancels in the candidate test) and their norms."""
+        self.centre = centre_on_first_key(keys)
+        qc = (self.q - self.centre).float()
+        self.q_norm = qc.double().norm(dim=1)
+        rows = self.rows
+        iv = self.inv_var[rows].float()
+        self.q_aug = augment_queries(qc[rows], iv, torch.zeros_like(iv))
+
+    def update(self, rows, scores, values_t, key_ids):
+        """One (q, k) block of float32 scores; ``values_t`` (n, k) the images, ``key_ids`` (k,)
+        the keys' positions in the chunk."""
+        r = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
+        slack = self.slack[r]
+        m_low = torch.maximum(self.m_low[r], scores.amax(1) - slack)
+        self.m_low[r] = m_low
+        cand = scores >= (m_low - slack - RESCORE_MARGIN)[:, None]
+        qi, kj = torch.nonzero(cand, as_tuple=True)
+        if len(qi) * DENSE_FRACTION > cand.numel():
+            self._merge_dense(r, self._dense_scores(r, key_ids), values_t.T)
+        else:
+            self._merge_pairs(r, qi, self._pair_scores(r[qi], key_ids[kj]), values_t.T[kj])
+
+    def _pair_scores(self, qg, kl) -> torch.Tensor:
+        """(P,) query rows, (P,) chunk positions -> (P,) float64 ``−‖q − k‖²/(2σ²)``."""
+        dist = torch.empty(len(qg), dtype=torch.float64, device=qg.device)
+        for p0 in range(0, len(qg), PAIR_BLOCK):
+            diff = self.q64[qg[p0 : p0 + PAIR_BLOCK]] - self.keys[kl[p0 : p0 + PAIR_BLOCK]].double()
+            dist[p0 : p0 + PAIR_BLOCK] = (diff * diff).sum(1)
+        return -0.5 * self.inv_var[qg] * dist
+
+    def _dense_scores(self, r, kl) -> torch.Tensor:
+        """(q,) query rows, (k,) chunk positions -> (q, k) float64 ``−‖q − k‖²/(2σ²)`` (centred)."""
+        centre = self.centre.double()
+        qc = self.q64[r] - centre
+        kc = self.keys[kl].double() - centre
+        dist = (qc * qc).sum(1)[:, None] + (kc * kc).sum(1)[None, :] - 2.0 * (qc @ kc.T)
+        return -0.5 * self.inv_var[r][:, None] * dist
+
+    def _merge_pairs(self, r, qi, s, images):
+        """Online-softmax merge of P candidate pairs: local query ``qi`` (P,), score ``s`` (P,),
+        value ``images`` (P, n)."""
+        m_blk = torch.full((len(r),), float("-inf"), dtype=torch.float64, device=s.device)
+        m_blk.scatter_reduce_(0, qi, s, "amax")
+        m_old = self.m[r]
+        m_new = torch.maximum(m_old, m_blk)
+        alpha = torch.exp(m_old - m_new).nan_to_num_(0.0)  # −inf − (−inf): a query without keys yet
+        w = torch.exp(s - m_new[qi])
+        self.d[r] = self.d[r] * alpha + torch.zeros_like(m_blk).index_add_(0, qi, w)
+        num = torch.zeros(len(r), images.shape[1], dtype=torch.float64, device=s.device)
+        self.num[r] = self.num[r] * alpha[:, None] + num.index_add_(0, qi, w[:, None] * images.double())
+        self.m[r] = m_new
+
+    def _merge_dense(self, r, s, images):
+        """Online-softmax merge of a dense (q, k) block of exact scores; ``images`` (k, n)."""
+        m_old = self.m[r]
+        m_new = torch.maximum(m_old, s.amax(1))
+        alpha = torch.exp(m_old - m_new).nan_to_num_(0.0)
+        w = torch.exp(s - m_new[:, None])
+        self.d[r] = self.d[r] * alpha + w.sum(1)
+        self.num[r] = self.num[r] * alpha[:, None] + w @ images.double()
+        self.m[r] = m_new
 
 
 def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine):
@@ -215,8 +324,9 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine
 
     With ``z = B y`` and ``W = B⁺`` the log-weight of pair (i, g) is
     ``−‖W T_g⁻¹ z − W B A x_i‖² / (2σ²)`` over feasible g (`eq-emmse-b`; ``‖B⁺u‖² = uᵀ(BBᵀ)⁺u``).
-    Queries are the (measurement, shift) pairs, values the training images; the per-shift
-    softmaxes are merged at the end, each numerator shifted back by ``T_g``."""
+    Queries are the (measurement, shift) pairs, values the training images, scored by
+    :class:`_ImageSoftmax` (float32 screening, float64 log-weights of the candidates); the
+    per-shift softmaxes are merged at the end, each numerator shifted back by ``T_g``."""
     check_chunk_size(chunk_size)
     y, dtype, A, B, sig = _setup(y, sigma, A, B)
     engine = check_engine(engine, y.device)
@@ -226,18 +336,18 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine
     W = None if Bop is None else Bop.pinv()
     z = y if Bop is None else Bop(y)
     g_count = h * w if use_shifts else 1
-    idx = _shift_index(h, w, y.device)  # (T_g u)[n] = u[idx[g, n]]
+    idx = _shift_index(h, w, g_count, y.device)  # (T_g u)[n] = u[idx[g, n]]
     zs = _shifted_queries(z, g_count, idx)
     feasible = _feasible_images(zs, Bop)
-    work = torch.float64  # whole-image distances cancel badly in float32 (ε-mask: B⁺ scales holes by 1/ε)
-    q = (zs if W is None else W(zs)).reshape(bsz * g_count, n).to(work)
-    inv_var = (1.0 / sig.to(work) ** 2).repeat_interleave(g_count)
+    q = (zs if W is None else W(zs)).reshape(bsz * g_count, n)
+    inv_var = (1.0 / sig.double() ** 2).repeat_interleave(g_count)
     rows = torch.nonzero(feasible).squeeze(1)
+    if len(rows) == len(feasible):  # every query feasible: a slice (views, no gathers)
+        rows = slice(0, len(feasible))
     chunk_size = chunk_size or default_chunk_size(1, n, DEFAULT_MAX_MEMORY)
-    state = SoftmaxState(bsz * g_count, n, y.device, work)
-    blocks = _ImageKeys(q, rows, inv_var, A, Bop, W)
-    stream_training(train, (c, h, w), chunk_size, y.device, dtype, blocks, state, engine)
-    return _merge_shifts(state, feasible, idx[:g_count], (bsz, c, h, w)).to(dtype)
+    state = _ImageSoftmax(q, rows, inv_var, A, Bop, W)
+    stream_training(train, (c, h, w), chunk_size, y.device, dtype, state, state, engine)
+    return _merge_shifts(state, feasible, idx, (bsz, c, h, w)).to(dtype)
 
 
 def _merge_shifts(state, feasible, idx, shape) -> torch.Tensor:

@@ -135,3 +135,24 @@ def test_effective_patches_small_agrees_with_the_float64_oracle(capsys, tmp_path
         assert row["median N_eff"] == np.median(n_eff), row["B"]
         assert row["p90 N_eff"] == np.quantile(n_eff, 0.9), row["B"]
         assert row["mean N_eff"] == pytest.approx(n_eff.mean(), rel=1e-2), row["B"]
+
+
+def test_peers_small(capsys, tmp_path):
+    """``peers.py --small`` without the peer (as when deepinv is absent), and with it when it is
+    installed: our errors pass their budget, the ratio is the quotient of this run's medians."""
+    import importlib.util
+    import statistics
+
+    text, res = _run("peers", capsys, tmp_path, extra=("--peer", "none"))
+    assert "--peer none: the peer columns are skipped" in text and "== Ideal MMSE vs deepinv" in text
+    for row in res["mmse"]:
+        assert row["deepinv s"] == "skipped" and row["ours s"] == statistics.median(row["ours times"])
+        assert (row["ours ok"] == "PASS") == (row["ours err"] <= row["budget"]) and row["ours ok"] == "PASS"
+    if importlib.util.find_spec("deepinv") is None:
+        assert "not installed" in _module("peers").SKIP_MESSAGE
+        return
+    _, res = _run("peers", capsys, tmp_path)
+    for row in res["mmse"]:
+        t_peer, t_ours = statistics.median(row["deepinv times"]), statistics.median(row["ours times"])
+        assert row["t_deepinv / t_ours"] == pytest.approx(t_peer / t_ours)
+        assert len(row["ours times"]) == len(row["deepinv times"]) == res["args"]["repeats"]
