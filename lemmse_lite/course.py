@@ -14,7 +14,9 @@ The chapter sources in ``course/`` are only read: a learner's saved notebooks ar
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -100,8 +102,36 @@ def copy_mathjax(out: Path) -> str:
     return f"_mathjax/MathJax.js?config={MATHJAX_CONFIG}"
 
 
+#: MyST syntax that plain-markdown HTML would show raw, and its plain form (pattern, replacement).
+MYST_TO_MARKDOWN = [
+    (r"^\([\w:-]+\)=[ \t]*$", ""),                                       # (label)= targets
+    (r"^\$\$[ \t]*\([\w:-]+\)[ \t]*$", "$$"),                             # $$ (eq-label)
+    (r"^```\{(\w+)-start\}[^\n]*\n(?::[^\n]*\n)*```[ \t]*$", lambda m: f"**{m[1].title()}.**"),
+    (r"^```\{\w+-end\}[^\n]*\n(?::[^\n]*\n)*```[ \t]*$", ""),
+    (r"^:::+\{(?:\w+:)?([\w-]+)\}[ \t]*(.*)$", lambda m: f"**{m[1].title()}.** {m[2]}".rstrip()),
+    (r"^:::+[ \t]*$", ""),                                                # directive ends
+    (r"^:(?:label|class|nonumber|enumerated|open):[^\n]*$", ""),          # directive options
+    (r"\{cite:[tp]\}`([^`]+)`", r"[\1]"),
+    (r"\{\w+:ref\}`([^`]+)`", r"\1"),
+    (r"\[\]\(#([\w:-]+)\)", r"(\1)"),                                      # [](#eq-label)
+    (r"\[@([\w:-]+)\]", r"[\1]"),                                           # [@citation]
+]
+
+
+def myst_to_markdown(text: str) -> str:
+    """A markdown cell's MyST targets, directives and roles in plain markdown (for the HTML)."""
+    for pattern, replacement in MYST_TO_MARKDOWN:
+        text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
+    return text
+
+
 def write_html(nb, path: Path, mathjax_url: str) -> None:
-    """One self-contained HTML page of an executed notebook (images embedded, local MathJax)."""
+    """One self-contained HTML page of an executed notebook (images embedded, local MathJax),
+    its MyST markup made plain markdown (:func:`myst_to_markdown`)."""
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = myst_to_markdown(cell.source)
     exporter = HTMLExporter(template_name="lab", mathjax_url=mathjax_url, embed_images=True,
                             require_js_url="data:,")  # no CDN: the pages load nothing from the web
     body, _ = exporter.from_notebook_node(nb)

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from lemmse_lite.cli import main
-from lemmse_lite.course import find_course_dir
+from lemmse_lite.course import find_course_dir, myst_to_markdown
 
 CHAPTER = "00_inverse_problems"
 
@@ -92,3 +92,30 @@ def test_course_bad_flags(argv, flag, tmp_path, capsys):
     assert main(["course", *argv, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert flag in err and len(err.splitlines()) == 1
+
+
+def test_myst_markup_made_plain():
+    text = textwrap.dedent("""\
+        (ch-x)=
+        # Title
+        See [](#eq-a) and {cite:t}`nguyen2026analytic` [@nguyen2026analytic], {prf:ref}`thm-a`.
+
+        $$
+        a = b
+        $$ (eq-a)
+
+        :::{proof:theorem} The MMSE is the posterior mean
+        :label: thm-a
+        Body $x$.
+        :::
+
+        ```{exercise-start}
+        :label: ex-a
+        ```
+        Do it.
+        ```{exercise-end}
+        ```
+        """)
+    expected = ("# Title See (eq-a) and [nguyen2026analytic] [nguyen2026analytic], thm-a. $$ a = b $$ "
+                "**Theorem.** The MMSE is the posterior mean Body $x$. **Exercise.** Do it.")
+    assert myst_to_markdown(text).split() == expected.split(" ")
