@@ -276,7 +276,7 @@ def diffusion_train_config(schedule: Schedule, steps: int, batch_size: int, lr: 
                                 steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
 
 
-def trained_diffusion_network(images: torch.Tensor, schedule: Schedule, patch_size: int, width: int, depth: int,
+def trained_diffusion_network(images: torch.Tensor, patch_size: int, width: int, depth: int,
                               config: training.TrainConfig, cache=None, progress: bool = False):
     """An :class:`EDMPreconditioner` around a ``LocalResNet`` of receptive field ``patch_size``,
     trained on ``images`` (N, C, H, W) with ``config`` (:func:`diffusion_train_config`), loaded from
@@ -284,8 +284,7 @@ def trained_diffusion_network(images: torch.Tensor, schedule: Schedule, patch_si
     before. Returns the model in eval mode on ``config.device`` with ``.history`` (dict) and
     ``.from_cache``."""
     images = check_images(images, "images")
-    settings = {"kind": "diffusion", "data": experiments._digest(images), "schedule": vars(schedule),
-                "patch_size": patch_size, "width": width, "depth": depth, "config": vars(config)}
+    settings = {"kind": "diffusion", "data": experiments._digest(images), "patch_size": patch_size, "width": width, "depth": depth, "config": vars(config)}
     torch.manual_seed(config.seed)
     net = EDMPreconditioner(models.make_model("resnet", patch_size=patch_size, channels=images.shape[1],
                                               width=width, depth=depth))

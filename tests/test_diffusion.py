@@ -182,11 +182,11 @@ def test_trained_network_is_cached_and_tracks_nothing_stale(tmp_path, one_thread
     sch = D.Schedule(n_steps=4)
     cfg = D.diffusion_train_config(sch, steps=4, batch_size=4, lr=1e-3)
     assert cfg.sigma_law == "log-uniform" and cfg.sigma_range == (0.01, 40.0)
-    a = D.trained_diffusion_network(images, sch, 3, 8, 1, cfg, cache=tmp_path)
-    b = D.trained_diffusion_network(images, sch, 3, 8, 1, cfg, cache=tmp_path)
+    a = D.trained_diffusion_network(images, 3, 8, 1, cfg, cache=tmp_path)
+    b = D.trained_diffusion_network(images, 3, 8, 1, cfg, cache=tmp_path)
     assert not a.from_cache and b.from_cache and a.history == b.history
     assert all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
-    c = D.trained_diffusion_network(images + 0.01, sch, 3, 8, 1, cfg, cache=tmp_path)
+    c = D.trained_diffusion_network(images + 0.01, 3, 8, 1, cfg, cache=tmp_path)
     assert not c.from_cache  # other data, other key
     x = D.sample(D.NetworkDenoiser(b), D.initial_noise(2, (1, 8, 8)), sch)
     assert x.shape == (2, 1, 8, 8) and bool(torch.isfinite(x).all())
