@@ -113,3 +113,43 @@ def test_paper_problems_build_the_paper_operators():
     assert experiments.problem_description("inpainting:missing=0.3", paper) == "random 30 % missing"
     with pytest.raises(ValueError, match="the options of inpainting are box=VALUE, missing=VALUE"):
         experiments.problem_operators("inpainting:hole=3", None, paper)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_cells_ask_for_the_chapters_networks(monkeypatch):
+    """Every network a cell trains has the cache key of the call chapters 06-08 make (the same
+    experiments.network_settings), so reproduce reuses the chapters' cached networks."""
+    from lemmse_lite import experiments
+
+    prof = profiles.get_profile("quick")
+    asked = []
+
+    def record(family, problem, profile, **kw):
+        kw = {k: v for k, v in kw.items() if k not in ("cache", "progress")}
+        asked.append(experiments.network_settings(family, problem, profile, **kw))
+        raise _Stop
+
+    monkeypatch.setattr(experiments, "trained_network", record)
+
+    def no_network(*args, **kwargs):
+        raise _Stop
+
+    monkeypatch.setattr(experiments, "effective_patches_per_pre_inverse", no_network)   # trains nothing
+    for cell in reproduce.plan(prof):
+        with pytest.raises(_Stop):
+            cell.run(prof, None, False)
+    sweep = {"steps": prof.sweep_steps, "width": prof.sweep_width}
+    chapters = [experiments.network_settings(f, "denoising", prof) for f in ("resnet", "unet", "patchmlp")]
+    chapters += [experiments.network_settings(f, p, prof, pre_inverse=b, **sweep) for f, p, b in (
+        ("resnet", "inpainting", None), ("resnet", "inpainting", "pinv"), ("resnet", "deblurring", None),
+        ("resnet", "deblurring", "tikhonov:0.01"), ("patchmlp", "deblurring", "tikhonov:0.01"))]
+    # chapter 08: P-2 (the sweep's first network; P itself is chapter 06's), N sweep's first, the hole
+    chapters += [experiments.network_settings("resnet", "denoising", prof, patch_size=prof.patch_sizes[0], **sweep),
+                 experiments.network_settings("resnet", "denoising", prof, n_train=prof.n_sweep[0], **sweep),
+                 experiments.network_settings("resnet", "inpainting", prof, **sweep)]
+    assert len(asked) == len(reproduce.plan(prof)) - 1   # every cell but n-eff trains (or loads) one first
+    for settings in asked:
+        assert settings in chapters, settings
