@@ -244,6 +244,9 @@ def main(argv=None) -> int:
     text = build(project, args.execute, Path(args.log), args.timeout)
     seconds = time.perf_counter() - start
     errors, warnings, pages = check_log(text)
+    toc = _toc_files(yaml.safe_load((project / "myst.yml").read_text(encoding="utf-8"))["project"]["toc"])
+    if pages is not None and pages != len(toc):
+        errors.append(f"built {pages} pages, the toc lists {len(toc)}")
     ok = pages is not None and not errors and not warnings
     print(f"book build ({'executed' if args.execute else 'content'}) in {seconds:.0f} s: "
           f"{pages if pages is not None else 'no'} pages, {len(errors)} errors, {len(warnings)} warnings")
