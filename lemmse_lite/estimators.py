@@ -159,8 +159,8 @@ def centre_on_first_key(keys: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- MMSE and E-MMSE
 
 RESCORE_MARGIN = 50.0  # nats: a key provably this far below a query's best score is dropped (weight < e⁻⁵⁰)
-DENSE_FRACTION = 16  # a block with more than 1/16 of its pairs as candidates is rescored densely
-PAIR_BLOCK = 1024  # candidate pairs rescored at a time (bounds the float64 temporaries)
+PAIR_COST = 16  # a candidate pair rescored alone costs about as much as 16 pairs of a dense product
+PAIR_BLOCK = 256  # candidate pairs rescored at a time (small float64 temporaries: no page faults)
 FLOAT32_UNIT = 2.0**-24  # unit round-off u of float32
 
 
@@ -273,16 +273,17 @@ class _ImageSoftmax:
         self.m_low[r] = m_low
         cand = scores >= (m_low - slack - RESCORE_MARGIN)[:, None]
         qi, kj = torch.nonzero(cand, as_tuple=True)
-        if len(qi) * DENSE_FRACTION > cand.numel():
-            self._merge_dense(r, self._dense_scores(r, key_ids), values_t.T)
+        used = torch.unique(kj)  # the keys that are a candidate of some query of the block
+        if len(r) * len(used) <= PAIR_COST * len(qi):  # every (query, used key) pair, one product
+            self._merge_dense(r, self._dense_scores(r, key_ids[used]), values_t.T[used])
         else:
-            self._merge_pairs(r, qi, self._pair_scores(r[qi], key_ids[kj]), values_t.T[kj])
+            self._merge_pairs(r, qi, self._pair_scores(r[qi], key_ids[kj]), kj, values_t.T)
 
     def _pair_scores(self, qg, kl) -> torch.Tensor:
         """(P,) query rows, (P,) chunk positions -> (P,) float64 ``−‖q − k‖²/(2σ²)``."""
         dist = torch.empty(len(qg), dtype=torch.float64, device=qg.device)
         for p0 in range(0, len(qg), PAIR_BLOCK):
-            diff = self.q64[qg[p0 : p0 + PAIR_BLOCK]] - self.keys[kl[p0 : p0 + PAIR_BLOCK]].double()
+            diff = self.q64[qg[p0 : p0 + PAIR_BLOCK]] - self.keys[kl[p0 : p0 + PAIR_BLOCK]]
             dist[p0 : p0 + PAIR_BLOCK] = (diff * diff).sum(1)
         return -0.5 * self.inv_var[qg] * dist
 
@@ -294,9 +295,9 @@ class _ImageSoftmax:
         dist = (qc * qc).sum(1)[:, None] + (kc * kc).sum(1)[None, :] - 2.0 * (qc @ kc.T)
         return -0.5 * self.inv_var[r][:, None] * dist
 
-    def _merge_pairs(self, r, qi, s, images):
+    def _merge_pairs(self, r, qi, s, kj, images):
         """Online-softmax merge of P candidate pairs: local query ``qi`` (P,), score ``s`` (P,),
-        value ``images`` (P, n)."""
+        local key ``kj`` (P,) into the block's values ``images`` (k, n)."""
         m_blk = torch.full((len(r),), float("-inf"), dtype=torch.float64, device=s.device)
         m_blk.scatter_reduce_(0, qi, s, "amax")
         m_old = self.m[r]
@@ -304,8 +305,11 @@ class _ImageSoftmax:
         alpha = torch.exp(m_old - m_new).nan_to_num_(0.0)  # −inf − (−inf): a query without keys yet
         w = torch.exp(s - m_new[qi])
         self.d[r] = self.d[r] * alpha + torch.zeros_like(m_blk).index_add_(0, qi, w)
-        num = torch.zeros(len(r), images.shape[1], dtype=torch.float64, device=s.device)
-        self.num[r] = self.num[r] * alpha[:, None] + num.index_add_(0, qi, w[:, None] * images.double())
+        num = self.num[r] * alpha[:, None]
+        for p0 in range(0, len(qi), PAIR_BLOCK):
+            p = slice(p0, p0 + PAIR_BLOCK)
+            num.index_add_(0, qi[p], w[p, None] * images[kj[p]])
+        self.num[r] = num
         self.m[r] = m_new
 
     def _merge_dense(self, r, s, images):
