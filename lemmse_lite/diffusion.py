@@ -134,7 +134,7 @@ def sample(denoiser: Callable, noise: torch.Tensor, schedule: Schedule | None = 
         denoiser: ``D(x, sigma) -> (B, C, H, W)`` with ``sigma`` a float (one level per call).
         noise: (B, C, H, W) standard normal ``ε`` (:func:`initial_noise`); samples are batched.
         schedule: a :class:`Schedule` (default ``Schedule()``: 18 levels from 40 to 0.01).
-        method: ``"euler"`` (n − 1 + 1 denoiser calls) or ``"heun"`` (2(n − 1) + 1 calls).
+        method: ``"euler"`` (n denoiser calls for n levels) or ``"heun"`` (2n − 1 calls).
         progress: a tqdm bar over the steps.
     Returns:
         (B, C, H, W) samples.
