@@ -273,6 +273,8 @@ class _ImageSoftmax:
         self.m_low[r] = m_low
         cand = scores >= (m_low - slack - RESCORE_MARGIN)[:, None]
         qi, kj = torch.nonzero(cand, as_tuple=True)
+        if len(qi) == 0:  # every key of the block is negligible for every query
+            return
         used = torch.unique(kj)  # the keys that are a candidate of some query of the block
         if len(r) * len(used) <= PAIR_COST * len(qi):  # every (query, used key) pair, one product
             self._merge_dense(r, self._dense_scores(r, key_ids[used]), values_t.T[used])
