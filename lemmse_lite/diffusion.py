@@ -284,7 +284,10 @@ def trained_diffusion_network(images: torch.Tensor, patch_size: int, width: int,
     before. Returns the model in eval mode on ``config.device`` with ``.history`` (dict) and
     ``.from_cache``."""
     images = check_images(images, "images")
-    settings = {"kind": "diffusion", "data": experiments._digest(images), "patch_size": patch_size, "width": width, "depth": depth, "config": vars(config)}
+    if not isinstance(config, training.TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (diffusion_train_config), got {type(config).__name__}")
+    settings = {"kind": "diffusion", "data": experiments._digest(images), "patch_size": patch_size,
+                "width": width, "depth": depth, "config": vars(config)}
     torch.manual_seed(config.seed)
     net = EDMPreconditioner(models.make_model("resnet", patch_size=patch_size, channels=images.shape[1],
                                               width=width, depth=depth))

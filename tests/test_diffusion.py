@@ -192,6 +192,8 @@ def test_trained_network_is_cached_and_tracks_nothing_stale(tmp_path, one_thread
     assert x.shape == (2, 1, 8, 8) and bool(torch.isfinite(x).all())
     with pytest.raises(TypeError, match="net"):
         D.NetworkDenoiser(lambda z, s: z)
+    with pytest.raises(TypeError, match="config"):
+        D.trained_diffusion_network(images, 3, 8, 1, {"steps": 4}, cache=tmp_path)
 
 
 # ----------------------------------------------------------------------------- patch measure
