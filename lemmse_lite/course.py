@@ -27,7 +27,7 @@ import jupyter_server_mathjax
 import jupytext
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
@@ -159,7 +159,7 @@ def execute_chapter(source: Path, out: Path, profile_name: str, mathjax_url: str
     start = time.perf_counter()
     try:
         client.execute(env=_kernel_env(profile_name))
-    except CellExecutionError as err:
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:  # the chapter ends here
         run.error = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     run.seconds = time.perf_counter() - start
     nbformat.write(nb, run.notebook)

@@ -82,6 +82,17 @@ def test_course_failing_chapter(tmp_path, capsys):
     assert "failed" in (out / "index.html").read_text(encoding="utf-8")
 
 
+def test_course_cell_timeout(tmp_path, capsys):
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    (chapters / "01_slow.md").write_text(
+        "---\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n"
+        "# Slow\n\n```{code-cell} ipython3\nimport time\ntime.sleep(60)\n```\n")
+    rc = main(["course", "--profile", "quick", "--course-dir", str(chapters), "--out", str(tmp_path / "s"),
+               "--cell-timeout", "3", "--quiet"])
+    assert rc == 1 and "FAILED" in capsys.readouterr().out    # reported, not a traceback
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["--only", "99"], "--only"),
     (["--course-dir", "/nonexistent"], "--course-dir"),
