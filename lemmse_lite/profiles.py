@@ -296,9 +296,9 @@ class MRISettings:
 
 #: fastMRI's R = 4 / f_c = 0.08 on the profile's images; the R sweep keeps f_c.
 MRI_QUICK = MRISettings(acceleration=4.0, center_fraction=0.08, mask_kind="random",
-                        accelerations=(2.0, 4.0, 8.0), sigma=0.1)
+                        accelerations=(2.0, 4.0, 8.0), sigma=0.2)
 MRI_FULL = MRISettings(acceleration=4.0, center_fraction=0.08, mask_kind="random",
-                       accelerations=(2.0, 3.0, 4.0, 6.0, 8.0), sigma=0.1)
+                       accelerations=(2.0, 3.0, 4.0, 6.0, 8.0), sigma=0.2)
 
 
 def mri_settings(profile) -> MRISettings:
