@@ -335,7 +335,7 @@ class DiffusionSettings:
     patch_size_max: int = 9
     model_width: int = 32
     model_depth: int = 2
-    train_steps: int = 500
+    train_steps: int = 300
     batch_size: int = 32
     lr: float = 2e-3
     min_memorised: float = 40.0
