@@ -265,3 +265,10 @@ def test_cli_estimate_mri(tmp_path, capsys, one_thread):
     K = operators.forward_operator("mri", 32, 32)
     assert torch.equal(saved["y"], operators.measure(K, saved["x"], 0.1, 0))
     assert torch.allclose(saved["x_hat"], le_mmse(saved["y"], train, 0.1, 3, A=K, B=K), atol=1e-6)
+
+
+def test_random_masks_of_one_seed_are_nested():
+    """The pairs are drawn in one seeded order, so a higher R keeps a prefix: its lines are among
+    those of every lower R (course/09_mri.md, the R sweep)."""
+    cols = [set(kept_columns(line_mask(8, 32, R, 0.08, "random", 0))) for R in (2, 4, 8)]
+    assert cols[2] < cols[1] < cols[0]
