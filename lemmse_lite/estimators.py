@@ -167,6 +167,8 @@ FLOAT32_UNIT = 2.0**-24  # unit round-off u of float32
 def _shift_index(h: int, w: int, g_count: int, device) -> torch.Tensor:
     """(g_count, H·W) long: row g holds, for each pixel n, the flat index of ``n − g`` (so that
     ``(T_g u)[n] = u[idx[g, n]]``), for the first ``g_count`` shifts g in flat order."""
+    if g_count == 1:  # MMSE: the identity only
+        return torch.arange(h * w, device=device)[None]
     i = torch.arange(h, device=device)
     j = torch.arange(w, device=device)
     g = torch.arange(g_count, device=device)
@@ -196,6 +198,8 @@ def _shifted_queries(z: torch.Tensor, g_count: int, idx: torch.Tensor) -> torch.
     """(B, C, H, W) -> (B·G, C, H, W): ``T_g⁻¹ z`` for the first ``g_count`` shifts g (``idx``:
     :func:`_shift_index` of at least those shifts)."""
     bsz, c, h, w = z.shape
+    if g_count == 1:
+        return z
     g = torch.arange(g_count, device=z.device)
     minus_g = ((-(g // w)) % h) * w + (-(g % w)) % w  # (T_g⁻¹ u)[n] = u[idx[−g, n]]
     return z.flatten(2)[:, :, idx[minus_g]].permute(0, 2, 1, 3).reshape(bsz * g_count, c, h, w)
@@ -249,7 +253,7 @@ class _ImageSoftmax:
             self._start(self.keys)
         kc = (self.keys - self.centre).float()
         k_aug = augment_keys(kc)
-        k_norm_max = float((-2.0 * k_aug[:, n].double()).clamp_min(0).sqrt().max())
+        k_norm_max = math.sqrt(max(0.0, -2.0 * float(k_aug[:, n].min())))
         self.slack = rounding_slack(n, self.q_norm, k_norm_max, self.inv_var).float()
         ids = torch.arange(len(chunk), device=chunk.device)
         yield self.rows, self.q_aug, k_aug, chunk.reshape(len(chunk), n), ids
