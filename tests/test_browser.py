@@ -4,7 +4,7 @@ driven by playwright pointed at the system browser).
 1. JupyterLab started the way the README says (``JUPYTER_CONFIG_PATH=jupyter-config jupyter lab``,
    plus ``--allow-root`` as root, a free loopback port and a known token): a double click on
    ``course/01_ideal_mmse.md`` opens it as a notebook (cells, not a text editor), its first code
-   cell runs and prints the profile's name and data set.
+   cell runs and shows its output.
 2. A page written by ``lemmse course`` (a tiny chapter, the real code path) opened from disk: the
    local MathJax has rendered its formulas.
 
@@ -13,6 +13,7 @@ Without a browser the tests skip, unless ``LEMMSE_REQUIRE_BROWSER=1`` (CI), wher
 """
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -52,6 +53,12 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         yield chromium
         chromium.close()
+
+
+def _first_code_line(chapter: Path) -> str:
+    """The first line of code of a MyST chapter's first code cell (cell options skipped)."""
+    cell = re.search(r"^```\{code-cell\}[^\n]*\n(.*?)^```", chapter.read_text(), re.DOTALL | re.MULTILINE)[1]
+    return next(ln for ln in cell.splitlines() if ln.strip() and not ln.startswith((":", "---")))
 
 
 def _free_port() -> int:
@@ -130,9 +137,12 @@ def test_chapter_opens_as_notebook_and_runs(browser, lab):
         first = notebook.locator(".jp-CodeCell").first
         first.locator(".jp-InputPrompt").click()
         page.keyboard.press("Shift+Enter")
+        assert _first_code_line(ROOT / "course" / "01_ideal_mmse.md") in first.locator(
+            ".jp-InputArea-editor").inner_text()                      # the chapter's first code cell
         output = first.locator(".jp-OutputArea-output")
-        output.first.wait_for(timeout=120_000)
-        assert "quick photos" in output.first.inner_text()
+        output.first.wait_for(timeout=120_000)                        # its output (text or figure)
+        assert first.locator(".jp-InputPrompt").inner_text().strip() == "[1]:"
+        assert output.first.inner_text().strip() or output.locator("img").count()
         page.screenshot(path=ARTIFACTS / "jupyterlab_01_ideal_mmse.png")
     except Exception:
         page.screenshot(path=ARTIFACTS / "jupyterlab_failure.png")
