@@ -161,16 +161,19 @@ def start_server(project: Path, env: dict) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        if proc.poll() is not None:
-            raise SystemExit(f"the Jupyter server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
-                return proc, {"JUPYTER_BASE_URL": url, "JUPYTER_TOKEN": token}
-        except OSError:
-            time.sleep(0.5)
-    stop(proc)
-    raise SystemExit("the Jupyter server did not answer within 120 s")
+    try:
+        for _ in range(240):
+            if proc.poll() is not None:
+                raise SystemExit(f"the Jupyter server exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
+                    return proc, {"JUPYTER_BASE_URL": url, "JUPYTER_TOKEN": token}
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit("the Jupyter server did not answer within 120 s")
+    except BaseException:  # not answering, or interrupted while waiting: never left running
+        stop(proc)
+        raise
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -239,6 +242,8 @@ def main(argv=None) -> int:
     parser.add_argument("--log", default=str(ROOT / "book-build.log"), help="where the build log goes")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds for the whole build")
     args = parser.parse_args(argv)
+    # A SIGTERM (a CI timeout) unwinds like Ctrl-C, so the server and the build are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     project = make_project(args.only)
     start = time.perf_counter()
     text = build(project, args.execute, Path(args.log), args.timeout)
