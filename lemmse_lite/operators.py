@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from .checks import check_positive_int, check_sigma
+from .checks import all_finite, check_positive_int, check_sigma
 
 RANK_TOL = 1e-6  # a singular value counts when s > RANK_TOL * s_max (`course/05_closed_form.md`, `eq-le-general`)
 
@@ -37,7 +37,7 @@ def check_images(x, name: str = "x") -> torch.Tensor:
         raise ValueError(f"{name} must have 4 dimensions (B, C, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf values")
     return x
 

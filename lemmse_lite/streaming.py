@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from .checks import check_positive_int
+from .checks import all_finite, check_positive_int
 from .engine import EngineConfig, stream_scores
 
 DEFAULT_MAX_MEMORY = 256 * 2**20  # bytes of working memory for one chunk of training keys
@@ -67,7 +67,7 @@ def training_chunks(train, shape, chunk_size: int, device, dtype) -> Iterator[tu
         for c0 in range(0, len(part), chunk_size):
             chunk = part[c0 : c0 + chunk_size]
             # finiteness per chunk: a whole-tensor check would allocate ~2x the training set
-            if not torch.isfinite(chunk).all():
+            if not all_finite(chunk):
                 raise ValueError(f"train contains NaN or Inf values (images {start}..{start + len(chunk) - 1})")
             yield start, chunk.to(device=device, dtype=dtype)
             start += len(chunk)

@@ -474,3 +474,15 @@ def test_bad_mask_values_name_the_mask(bad):
     mask[0, 0] = bad
     with pytest.raises(ValueError, match="mask"):
         le_mmse(Y, TRAIN, 0.1, 3, A=Inpainting(mask))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_finds_one_bad_value_anywhere(bad):
+    from lemmse_lite.checks import all_finite
+
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    assert all_finite(x) and all_finite(x[:0])
+    for i in (0, 77, x.numel() - 1):
+        y = x.clone()
+        y.view(-1)[i] = bad
+        assert not all_finite(y)
