@@ -218,7 +218,9 @@ class NeffPass:
         self.mass = torch.zeros(q, N_BINS, dtype=torch.float64, device=dev)
         self.count = torch.zeros(q, N_BINS, dtype=torch.long, device=dev)
         self.n_kept = torch.zeros(q, dtype=torch.long, device=dev)
-        self.collected_rows, self.collected = [], []
+        # (rows, scores) pairs, appended as ONE tuple: two separate appends from two worker
+        # threads could interleave and pair one thread's rows with the other's scores
+        self.collected = []
         self.max_depth = int(br.depth.max())
         # per level: inside ⇔ lo ≤ position < hi (the clamped floor equals chosen); ±inf where free.
         # Level 0 keeps only positions < N_BINS (above the floor), so its last bin ends there; a
@@ -258,10 +260,13 @@ class NeffPass:
             if coll.any():
                 self._collect(rows[coll], scores[coll], inside[coll])
 
+    def gathered(self):
+        """The collected (rows (n,) int32, scores (n,)), concatenated."""
+        return torch.cat([w for w, _ in self.collected]), torch.cat([x for _, x in self.collected])
+
     def _collect(self, rows, s, inside):
         r, c = torch.nonzero(inside, as_tuple=True)
-        self.collected_rows.append(rows[r].to(torch.int32))
-        self.collected.append(s[r, c])
+        self.collected.append((rows[r].to(torch.int32), s[r, c]))
 
     def _histogram(self, rows, s, inside):
         """Bin the kept weights of (q,) long ``rows`` (scores ``s`` (q, k)); only those are touched,
@@ -282,8 +287,7 @@ class NeffPass:
         if self.cap:
             self.n_kept[rows] += torch.bincount(r, minlength=len(rows))
             fits = (self.n_kept[rows] <= self.cap)[r]
-            self.collected_rows.append(who[fits].to(torch.int32))
-            self.collected.append(s_kept[fits])
+            self.collected.append((who[fits].to(torch.int32), s_kept[fits]))
 
 
 def _collected_early(br: _Bracket, consumer: NeffPass):
@@ -294,10 +298,9 @@ def _collected_early(br: _Bracket, consumer: NeffPass):
     br.bin_count[fits] = consumer.n_kept[fits]
     br.mode[fits] = COLLECT
     if consumer.collected:
-        who = torch.cat(consumer.collected_rows)
+        who, s = consumer.gathered()
         mine = fits[who.long()]
-        consumer.collected_rows = [who[mine]]
-        consumer.collected = [torch.cat(consumer.collected)[mine]]
+        consumer.collected = [(who[mine], s[mine])]
 
 
 def _new_bracket(log_norm, top_log_weight, n_keys, target: float) -> _Bracket:
@@ -352,8 +355,9 @@ def _count_collected(br: _Bracket, consumer: NeffPass, log_norm: torch.Tensor, t
     q = len(br.mode)
     need = torch.ones(q, dtype=torch.long, device=br.mode.device)
     if consumer.collected:
-        who = torch.cat(consumer.collected_rows).long()
-        x = torch.cat(consumer.collected) - log_norm[who]  # the log-weights, as in the histograms
+        who, s = consumer.gathered()
+        who = who.long()
+        x = s - log_norm[who]  # the log-weights, as in the histograms
         order = torch.sort(x, descending=True, stable=True).indices
         who, x = who[order], x[order]
         order = torch.sort(who, stable=True).indices

@@ -122,6 +122,41 @@ def test_neff_one_pass_when_few_weights_pass_the_floor(tau, monkeypatch):
         torch.testing.assert_close(got[ok], ref[ok], rtol=0, atol=0)
 
 
+def threaded_run(scores: torch.Tensor, key_block: int = 37, query_block: int = 3, workers: int = 4):
+    """Like :func:`synthetic_run`, but the query slices are shared out to ``workers`` threads, as
+    the engine does on CPU (each slice's key blocks in order, by one thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(consumer, progress=None):
+        q, k = scores.shape
+
+        def work(q0):
+            rows = slice(q0, min(q0 + query_block, q))
+            for k0 in range(0, k, key_block):
+                consumer.update(rows, scores[rows, k0 : k0 + key_block].clone(), None, None)
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, range(0, q, query_block)))
+        return 1
+    return run
+
+
+@pytest.mark.parametrize("name", ["peaked", "spread", "tail"])
+def test_neff_exact_when_fed_from_several_threads(name):
+    """Collected scores must stay paired with their rows when threads append concurrently (they
+    once were two lists appended separately: another thread could slip in between)."""
+    scores = torch.cat([score_sets()[name]] * 4)  # 48 queries, many concurrent slices
+    log_norm = torch.logsumexp(scores.double(), 1).float()
+    top = scores.amax(1) - log_norm
+    n_keys = torch.full((len(scores),), float(scores.shape[1]), dtype=torch.float64)
+    for tau in (0.5, 0.99):
+        ref, margin = brute_force(scores, log_norm, tau)
+        ok = margin > 1e-5
+        for _ in range(3):
+            got = D.effective_patches_pass(threaded_run(scores), log_norm, top, n_keys, tau)
+            torch.testing.assert_close(got[ok], ref[ok], rtol=0, atol=0)
+
+
 def test_neff_single_weight_and_all_equal():
     one = torch.full((3, 50), -1000.0)
     one[:, 7] = 0.0
