@@ -118,6 +118,25 @@ def lab(tmp_path_factory):
     assert proc.returncode is not None
 
 
+def _run_cell(page, cell, tries=3):
+    """Select ``cell`` and press Shift+Enter, until its prompt shows it queued or ran ("[*]" or a
+    number): on a loaded machine a click may land before the cell takes the focus, and the key
+    press is then lost. Pressing again is safe only while the prompt is still empty."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(tries):
+        cell.locator(".jp-InputPrompt").click()
+        page.wait_for_function("c => c.classList.contains('jp-mod-selected')", arg=cell.element_handle())
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function("c => /\\[(\\*|\\d+)\\]/.test(c.querySelector('.jp-InputPrompt').innerText)",
+                                   arg=cell.element_handle(), timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            continue  # the key press was lost: the prompt is still empty
+    raise AssertionError(f"the cell did not start after {tries} Shift+Enter presses")
+
+
 def test_chapter_opens_as_notebook_and_runs(browser, lab):
     base, token = lab
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -135,8 +154,7 @@ def test_chapter_opens_as_notebook_and_runs(browser, lab):
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(
             timeout=120_000)                                        # the kernel is up
         first = notebook.locator(".jp-CodeCell").first
-        first.locator(".jp-InputPrompt").click()
-        page.keyboard.press("Shift+Enter")
+        _run_cell(page, first)
         assert _first_code_line(ROOT / "course" / "01_ideal_mmse.md") in first.locator(
             ".jp-InputArea-editor").inner_text()                      # the chapter's first code cell
         output = first.locator(".jp-OutputArea-output")
