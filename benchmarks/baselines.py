@@ -28,6 +28,7 @@ float, odd patch size ``P``; they return (B, C, H, W) in the working dtype (floa
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -205,3 +206,17 @@ def augmented(base: torch.Tensor, i0: int, i1: int) -> torch.Tensor:
         out.append(x)
         j = stop
     return torch.cat(out).contiguous()
+
+
+def positive_list(kind):
+    """An argparse ``type`` for a comma-separated list of positive ``kind`` values ("1,2,4" ->
+    (1, 2, 4)); anything else is a one-line argparse error."""
+    def parse(text):
+        try:
+            values = tuple(kind(t) for t in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or min(values) <= 0:
+            raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, got {text!r}")
+        return values
+    return parse

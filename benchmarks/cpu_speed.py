@@ -48,6 +48,7 @@ from baselines import (
     mark,
     max_abs,
     paper_style_le_mmse,
+    positive_list,
     straightforward_le_mmse,
     table,
     timed,
@@ -78,7 +79,7 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="tiny smoke run (16×16 images, few crops)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    p.add_argument("--threads", type=_threads, default=(1,),
+    p.add_argument("--threads", type=positive_list(int), default=(1,),
                    help="torch threads, or a comma list for --load (e.g. 2,1); sections 1-3 use the first")
     p.add_argument("--load", choices=("off", "on", "both"), default="off",
                    help="under-load mode: 'on' times with a competing 2-thread torch.mm process, "
@@ -105,16 +106,6 @@ def parse(argv):
         args.batch, args.batch_singles, args.batch_n, args.box = 4, 2, 6, 4
         args.paper_images, args.straight_images = 1, 1
     return args
-
-
-def _threads(text):
-    try:
-        values = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
-    return values
 
 
 # --------------------------------------------------------------------------- under load (section 4)

@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from baselines import environment, mark, max_abs, noisy, write_json
+from baselines import environment, mark, max_abs, noisy, positive_list, write_json
 
 from lemmse_lite.data import load
 from lemmse_lite.estimators import equivariant_mmse, mmse
@@ -57,26 +57,14 @@ def tolerance(sigma: float) -> float:
     return 1e-4 if sigma < 0.05 else 1e-5
 
 
-def _list(kind):
-    def parse(text):
-        try:
-            values = tuple(kind(t) for t in text.split(","))
-        except ValueError:
-            values = ()
-        if not values or min(values) <= 0:
-            raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, got {text!r}")
-        return values
-    return parse
-
-
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="smoke run: 16×16 crops, N = 40, 3 repeats")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--threads", type=int, default=1, help="torch threads of both methods (default 1)")
-    p.add_argument("--sigmas", type=_list(float), default=(0.01, 0.05, 0.2))
-    p.add_argument("--n-train", type=_list(int), default=(1000, 3000))
-    p.add_argument("--batch", type=_list(int), default=(1, 32), help="measurements per call (comma list)")
+    p.add_argument("--sigmas", type=positive_list(float), default=(0.01, 0.05, 0.2))
+    p.add_argument("--n-train", type=positive_list(int), default=(1000, 3000))
+    p.add_argument("--batch", type=positive_list(int), default=(1, 32), help="measurements per call (comma list)")
     p.add_argument("--repeats", type=int, default=7, help="timed calls of each method (≥ 5 for a claim)")
     p.add_argument("--peer", choices=("deepinv", "none"), default="deepinv",
                    help="'none' runs without the peer, as when deepinv is absent")
