@@ -49,13 +49,15 @@ __all__ = ["CELL_SOURCES", "Cell", "check_data", "keywords", "override", "plan",
            "select", "write_outputs"]
 
 FAMILIES = ("resnet", "unet", "patchmlp")
-#: Chapter 07's other problems and pre-inverses (family, problem, pre-inverse), sweep-sized nets.
+#: Chapter 07's other problems and pre-inverses and chapter 09's MRI (family, problem, pre-inverse),
+#: sweep-sized nets.
 GRID = (("resnet", "inpainting", None), ("resnet", "inpainting", "pinv"), ("resnet", "deblurring", None),
-        ("resnet", "deblurring", "tikhonov:0.01"), ("patchmlp", "deblurring", "tikhonov:0.01"))
-#: The same grid on the paper's problems (``profiles.PAPER_PROBLEMS``).
+        ("resnet", "deblurring", "tikhonov:0.01"), ("patchmlp", "deblurring", "tikhonov:0.01"),
+        ("resnet", "mri", "pinv"))  # chapter 09's zero-filled ResNet
+#: The same grid on the paper's problems (``profiles.PAPER_PROBLEMS``), then MRI.
 PAPER_GRID = tuple((f, p, b) for p in PAPER_PROBLEMS[1:] for f, b in
                    ((("resnet", None), ("resnet", "pinv")) if p.startswith("inpainting") else
-                    (("resnet", None), ("resnet", "tikhonov:0.01"), ("patchmlp", "tikhonov:0.01"))))
+                    (("resnet", None), ("resnet", "tikhonov:0.01"), ("patchmlp", "tikhonov:0.01")))) + (GRID[-1],)
 #: Modules whose source enters a stored cell's key (a code change recomputes the cell).
 CELL_SOURCES = tuple(dict.fromkeys(experiments.TRAINING_SOURCES + experiments.ESTIMATOR_SOURCES
                                    + ("experiments.py", "compare.py", "reproduce.py")))

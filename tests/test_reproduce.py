@@ -120,7 +120,7 @@ class _Stop(Exception):
 
 
 def test_cells_ask_for_the_chapters_networks(monkeypatch):
-    """Every network a cell trains has the cache key of the call chapters 06-08 make (the same
+    """Every network a cell trains has the cache key of the call chapters 06-09 make (the same
     experiments.network_settings), so reproduce reuses the chapters' cached networks."""
     from lemmse_lite import experiments
 
@@ -150,6 +150,8 @@ def test_cells_ask_for_the_chapters_networks(monkeypatch):
     chapters += [experiments.network_settings("resnet", "denoising", prof, patch_size=prof.patch_sizes[0], **sweep),
                  experiments.network_settings("resnet", "denoising", prof, n_train=prof.n_sweep[0], **sweep),
                  experiments.network_settings("resnet", "inpainting", prof, **sweep)]
+    # chapter 09: mri_network(), the zero-filled ResNet
+    chapters += [experiments.network_settings("resnet", "mri", prof, pre_inverse="pinv", **sweep)]
     assert len(asked) == len(reproduce.plan(prof)) - 1   # every cell but n-eff trains (or loads) one first
     for settings in asked:
         assert settings in chapters, settings
