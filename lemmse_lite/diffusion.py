@@ -286,7 +286,7 @@ def trained_diffusion_network(images: torch.Tensor, patch_size: int, width: int,
     images = check_images(images, "images")
     if not isinstance(config, training.TrainConfig):
         raise TypeError(f"config must be a TrainConfig (diffusion_train_config), got {type(config).__name__}")
-    settings = {"kind": "diffusion", "data": experiments._digest(images), "patch_size": patch_size,
+    settings = {"kind": "diffusion", "data": experiments.tensor_digest(images), "patch_size": patch_size,
                 "width": width, "depth": depth, "config": vars(config)}
     torch.manual_seed(config.seed)
     net = EDMPreconditioner(models.make_model("resnet", patch_size=patch_size, channels=images.shape[1],
@@ -298,7 +298,7 @@ def trained_diffusion_network(images: torch.Tensor, patch_size: int, width: int,
         state["trained"] = True
         return {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist.as_dict()}
 
-    payload = experiments._cached("diffusion-networks", settings, compute, cache,
+    payload = experiments.cached("diffusion-networks", settings, compute, cache,
                                   sources=experiments.TRAINING_SOURCES + ("diffusion.py",))
     net.load_state_dict(payload["state_dict"])
     net = net.to(config.device or "cpu").eval()

@@ -34,10 +34,11 @@ from .compare import compare
 from .tables import format_table
 
 __all__ = [
-    "CACHE_ENV", "PAPER", "agreement", "agreement_vs_log_density", "cache_dir", "cache_key",
+    "CACHE_ENV", "PAPER", "agreement", "agreement_vs_log_density", "cache_dir", "cache_key", "cached",
     "effective_patches_per_pre_inverse", "load_images", "load_results", "margins_table",
     "moving_hole", "n_sweep", "network_settings", "patch_size_matrix", "problem_operators", "problem_settings",
-    "reference_names", "results_markdown", "save_results", "trained_network", "write_results_table",
+    "reference_names", "results_markdown", "save_results", "tensor_digest", "trained_network",
+    "write_results_table",
 ]
 
 CACHE_ENV = "LEMMSE_CACHE"
@@ -82,7 +83,7 @@ def cache_key(settings: dict, sources=TRAINING_SOURCES) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _digest(t: torch.Tensor) -> str:
+def tensor_digest(t: torch.Tensor) -> str:
     """sha256 of a tensor's float32 bytes and shape (a data set, a measurement)."""
     arr = t.detach().to("cpu", torch.float32).contiguous()
     return hashlib.sha256(str(tuple(arr.shape)).encode() + arr.numpy().tobytes()).hexdigest()[:32]
@@ -106,7 +107,7 @@ def _write(path: Path, key: str, payload) -> None:
     training.save_checkpoint(path, {"format": CACHE_FORMAT, "key": key, "payload": payload})
 
 
-def _cached(kind: str, settings: dict, compute, cache=None, sources=ESTIMATOR_SOURCES):
+def cached(kind: str, settings: dict, compute, cache=None, sources=ESTIMATOR_SOURCES):
     """``compute()`` once per key; later calls read ``<cache>/<kind>/<key>.pt``."""
     key = cache_key(settings, sources)
     path = cache_dir(cache) / kind / f"{key[:32]}.pt"
@@ -319,13 +320,13 @@ def reference_estimator(spec, train, problem, pre_inverse, profile, cache=None):
     key is the spec, the problem, ``digest(y)``, ``digest(train)``, sigma and the estimators'
     source, so a repeated measurement is read from the cache instead of recomputed."""
     A, B = problem_operators(problem, pre_inverse, profile)
-    train_digest = _digest(train)
+    train_digest = tensor_digest(train)
 
     def f(y, sigma):
-        settings = {"spec": spec, "problem": problem, "pre_inverse": pre_inverse, "y": _digest(y),
+        settings = {"spec": spec, "problem": problem, "pre_inverse": pre_inverse, "y": tensor_digest(y),
                     "train": train_digest, "sigma": float(sigma), "image_size": profile.image_size,
                     "seed": profile.seed, **problem_settings(problem, profile)}
-        return _cached("estimates", settings,
+        return cached("estimates", settings,
                        lambda: _estimate(spec, y, train, sigma, A, B, profile), cache)
 
     return f
@@ -455,9 +456,9 @@ def effective_patches_per_pre_inverse(profile, specs=("adjoint", "tikhonov:0.01"
                                          chunk_size=profile.chunk_size, return_diagnostics=True)
             return diag.effective_patches(tau).cpu()
 
-        settings = {"kind": "n_eff", "pre_inverse": spec, "y": _digest(y), "train": _digest(train),
-                    "sigma": sigma, "tau": tau, "P": profile.patch_size}
-        out[spec] = _cached("n_eff", settings, compute, cache)
+        settings = {"kind": "n_eff", "pre_inverse": spec, "y": tensor_digest(y),
+                    "train": tensor_digest(train), "sigma": sigma, "tau": tau, "P": profile.patch_size}
+        out[spec] = cached("n_eff", settings, compute, cache)
     return out
 
 
@@ -498,9 +499,9 @@ def agreement_vs_log_density(net, profile, sigma=0.2, n_bins=4, dataset=None, ca
                                         chunk_size=profile.chunk_size, return_diagnostics=True)
         return {"x_le": x_le.cpu(), "log_density": diag.log_density.cpu()}
 
-    settings = {"kind": "log_density", "y": _digest(y), "train": _digest(train), "sigma": sigma,
+    settings = {"kind": "log_density", "y": tensor_digest(y), "train": tensor_digest(train), "sigma": sigma,
                 "P": net.patch_size}
-    got = _cached("log_density", settings, compute, cache)
+    got = cached("log_density", settings, compute, cache)
     sq = ((_run(net, y, sigma) - got["x_le"]) ** 2).sum(1)
     ld, order = got["log_density"].flatten(), got["log_density"].flatten().argsort()
     bins = []
