@@ -35,7 +35,7 @@ from .tables import format_table
 
 __all__ = [
     "CACHE_ENV", "PAPER", "agreement", "agreement_vs_log_density", "cache_dir", "cache_key", "cached",
-    "effective_patches_per_pre_inverse", "load_images", "load_results", "margins_table",
+    "effective_patches_per_pre_inverse", "json_safe", "load_images", "load_results", "margins_table",
     "moving_hole", "n_sweep", "network_settings", "patch_size_matrix", "problem_operators", "problem_settings",
     "reference_names", "results_markdown", "save_results", "tensor_digest", "trained_network",
     "write_results_table",
@@ -517,14 +517,14 @@ def _results_dir(profile, cache=None) -> Path:
     return cache_dir(cache) / "results" / profile.name
 
 
-def _strict(v):
+def json_safe(v):
     """JSON-safe copy: non-finite floats become None, tuples lists, tensors lists."""
     if isinstance(v, dict):
-        return {str(k): _strict(x) for k, x in v.items()}
+        return {str(k): json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_strict(x) for x in v]
+        return [json_safe(x) for x in v]
     if torch.is_tensor(v):
-        return _strict(v.tolist())
+        return json_safe(v.tolist())
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
@@ -536,8 +536,8 @@ def save_results(name: str, rows, profile, cache=None) -> Path:
     path = _results_dir(profile, cache) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"profile": profile.name, "settings": _strict(vars_of(profile)),
-                               "rows": _strict(rows)}, indent=1, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps({"profile": profile.name, "settings": json_safe(vars_of(profile)),
+                               "rows": json_safe(rows)}, indent=1, allow_nan=False) + "\n")
     os.replace(tmp, path)
     return path
 

@@ -216,7 +216,7 @@ def _run_cell(cell: Cell, profile, out: Path, cache, progress: bool) -> dict:
     if record is not None:
         return {**record, "resumed": True}
     t0 = time.perf_counter()
-    result = experiments._strict(cell.run(profile, cache, progress))
+    result = experiments.json_safe(cell.run(profile, cache, progress))
     record = {"cell": cell.name, "key": key, "result": result, "seconds": time.perf_counter() - t0}
     _atomic_write(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
     return {**record, "resumed": False}
@@ -263,7 +263,7 @@ def _agreement_rows(records):
 def write_outputs(records, profile, out: Path) -> dict:
     """``results.json``, ``results.csv``, ``figures/*.png`` and ``REPORT.md`` from the records."""
     results = {"profile": profile.name, "version": __version__,
-               "settings": experiments._strict(experiments.vars_of(profile)),
+               "settings": experiments.json_safe(experiments.vars_of(profile)),
                "cells": {r["cell"]: r["result"] for r in records},
                "seconds": {r["cell"]: r["seconds"] for r in records},
                "resumed": [r["cell"] for r in records if r["resumed"]]}
