@@ -230,10 +230,15 @@ def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_a
 
 def _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, engine: EngineConfig, next_slice):
     """One worker of :func:`stream_scores`: take query slices ``q0`` from ``next_slice()`` until it
-    returns ``None``; score each against every key block in order into one reused buffer."""
+    returns ``None``; score each against every key block in order into one reused buffer (scores
+    in ``q_aug``'s dtype, rounded to ``values``' dtype when that is narrower)."""
     nq, nk = len(q_aug), len(k_aug)
     query_block, key_block = engine.query_block, engine.key_block
-    buf = torch.empty(min(query_block, nq) * min(key_block, nk), dtype=q_aug.dtype, device=q_aug.device)
+    size = min(query_block, nq) * min(key_block, nk)
+    buf = torch.empty(size, dtype=q_aug.dtype, device=q_aug.device)
+    # wider scores than values (float64 dot products for float32 LE-MMSE): rounded once, here
+    wider = q_aug.dtype.itemsize > values.dtype.itemsize
+    narrow = torch.empty(size, dtype=values.dtype, device=q_aug.device) if wider else None
     for q0 in iter(next_slice, None):
         q1 = min(q0 + query_block, nq)
         r = slice(rows.start + q0, rows.start + q1) if isinstance(rows, slice) else rows[q0:q1]
@@ -242,4 +247,6 @@ def _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, engine: EngineC
             ids = None if key_ids is None else key_ids[k0:k1]
             out = buf[: (q1 - q0) * (k1 - k0)].view(q1 - q0, k1 - k0)
             scores = torch.mm(q_aug[q0:q1], k_aug[k0:k1].T, out=out)
+            if narrow is not None:
+                scores = narrow[: out.numel()].view_as(out).copy_(scores)
             consumer.update(r, scores, values[k0:k1].T, ids)

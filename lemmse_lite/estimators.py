@@ -15,7 +15,8 @@ training set and all three are softmax averages computed by the one streaming en
 Conventions: ``y`` is the *raw* measurement ``A x + e`` of shape (B, C, H, W); the estimators apply
 the pre-inverse ``B`` themselves (``B=None``: physics-agnostic). ``train`` is a tensor (N, C, H, W)
 or an iterable of such tensors, streamed chunk by chunk to ``y``'s device (the only data moved).
-``sigma`` is a float or a (B,) tensor. LE-MMSE computes in float32 (float64 if ``y`` is float64).
+``sigma`` is a float or a (B,) tensor. LE-MMSE computes in float32 (float64 if ``y`` is float64),
+the score dot products of a dense whitening (equivariant or general ``B``) in float64.
 MMSE and E-MMSE screen every pair with float32 scores (whole-image distances cancel badly in
 float32), then compute in float64 the log-weights of the keys that a rigorous bound of the float32
 rounding (:func:`rounding_slack`) cannot rule out; they return ``y``'s dtype. ``engine``: an :class:`~lemmse_lite.engine.EngineConfig`
@@ -568,6 +569,11 @@ def log_weight_offset(q: torch.Tensor, inv_var: torch.Tensor, group: PatchGroup)
     return -0.5 * (q * q).sum(1) * inv_var - group.logdet
 
 
+def _score_dtype(group: PatchGroup, dtype) -> torch.dtype:
+    """The dtype of the score dot products of ``group``: float64 for a dense whitening, else ``dtype``."""
+    return torch.float64 if isinstance(group, (WhitenedGroup, DenseGroup)) else dtype
+
+
 @dataclass
 class QueryPlan:
     """One group's queries, ready for the engine: ``rows`` (slice or (q,) long) into the (B·H·W)
@@ -599,7 +605,9 @@ def plan_queries(groups, v, rows_all, sig_q, dtype, hw: int):
         local = torch.nonzero(keep[:, p]).squeeze(1)
         if len(local) == 0:
             continue
-        q = g.whiten(v[local]).to(dtype)
+        # a dense whitening (`eq-whitened`) keeps float64 dot products: the float32 rounding of
+        # (q·k − ‖k‖²/2)/σ² grows as ‖q − centre‖²/σ² (measured 2.5e-4 on MRI at σ = 0.01)
+        q = g.whiten(v[local]).to(_score_dtype(g, dtype))
         centre = centre_on_own_queries(q, group_of[rows_all[local] % hw] == p)
         q = q - centre
         offset = log_weight_offset(q, inv_var[local], g) + log_density_constant(g.rank, sig_q[local])
@@ -620,7 +628,8 @@ def _patch_blocks(plans, A, B, patch_size: int, precise: bool, dtype, hw: int):
         image_ids = torch.arange(start, start + len(chunk), device=chunk.device)
         for plan in plans:
             g = plan.group
-            k = g.whiten(keys_all[:, g.locations]).reshape(len(chunk) * len(g.locations), g.rank).to(dtype)
+            k = g.whiten(keys_all[:, g.locations]).reshape(len(chunk) * len(g.locations), g.rank)
+            k = k.to(plan.q_aug.dtype)
             vals = values_all[:, g.locations].reshape(-1, chunk.shape[1])
             ids = (image_ids[:, None] * hw + g.locations[None]).reshape(-1)
             yield plan.rows, plan.q_aug, augment_keys(k - plan.centre), vals, ids
