@@ -282,10 +282,12 @@ def test_le_mmse_fourier_B_depends_only_on_patch_of_By(B_name):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_streaming_equals_one_shot(est, A_name, B_name, dtype):
     """Chunking only changes the order of the online log-sum-exp merges and the shapes of the
-    score matmuls. float32: ≤ 1e-6 for LE-MMSE; whole-image scores (MMSE/E-MMSE) are sums over
+    score matmuls. float32: ≤ 2e-6 for LE-MMSE (1.01e-6 measured on one CPU for inpainting +
+    adjoint, chunk 3, before and after the float64 whitened scores: matmul kernels differ between
+    CPUs, so 1e-6 had no headroom); whole-image scores (MMSE/E-MMSE) are sums over
     C·H·W pixels with a cancelling −‖q‖²/2σ² term, and differ by up to ~2e-6 between key-block
     shapes (measured, E-MMSE + blur), so 5e-6 there. float64: 1e-12 for all."""
-    tol = 1e-12 if dtype == torch.float64 else (1e-6 if est == "le" else 5e-6)
+    tol = 1e-12 if dtype == torch.float64 else (2e-6 if est == "le" else 5e-6)
     A = make_A(A_name)
     B = make_B(A_name, B_name, A)
     train = rand_images(7, seed=70, dtype=dtype)
