@@ -22,7 +22,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-__all__ = ["FIELD_DOCS", "FULL", "PAPER", "PAPER_PROBLEMS", "PROFILES", "QUICK", "Profile", "get_profile"]
+__all__ = ["FIELD_DOCS", "FULL", "PAPER", "PAPER_PROBLEMS", "PART_ONE", "PROFILES", "QUICK", "PartOneSettings", "Profile",
+           "get_profile", "part_one_settings"]
 
 #: The meaning of every field of :class:`Profile` (also printed by :meth:`Profile.describe`).
 FIELD_DOCS = {
@@ -368,3 +369,101 @@ def diffusion_settings(profile: Profile | str | None = None) -> DiffusionSetting
     """The chapter-10 settings of ``profile`` (a :class:`Profile`, a name, or ``None``: as
     :func:`get_profile`)."""
     return DIFFUSION["quick"] if get_profile(profile).name == "quick" else DIFFUSION["full"]
+
+
+# ----------------------------------------------------------------------------- chapters 00-05 (part I)
+@dataclass(frozen=True)
+class PartOneSettings:
+    """The inverse problems and sizes of chapters 00-05 (``course/00_inverse_problems.md`` ..
+    ``course/05_closed_form.md``), in one place: :func:`part_one_settings`. The image size H = W,
+    N, P and the noise levels σ stay in :class:`Profile`; these are the problems built on them.
+
+    - ``box_divisor``: the centred box hole has side ``H // box_divisor`` (:meth:`box_side`); the
+      named problems of ``operators.forward_operator`` (``h // 3`` rounded to odd) serve chapters 06+.
+    - ``missing_fraction``: the random mask of chapter 05, the paper's 30 % missing pixels.
+    - ``missing_fraction_demo``: the random mask of chapter 00, half the pixels missing: there it only
+      shows what a mask does, so it is the most visible setting rather than the paper's.
+    - ``blur_std``: std (pixels) of the Gaussian blur kernel ``operators.gaussian_kernel``.
+    - ``disk_radius``: radius (pixels) of chapter 00's disk kernel (the transfer function with zeros).
+    - ``tikhonov_eps``: ε of the Tikhonov pre-inverse (AᵀA + εI)⁻¹Aᵀ.
+    - ``eps_mask``: ε of the ε-mask of chapters 00-01: for the whole-image MMSE any
+      information-preserving B gives the same estimate, so the value is arbitrary.
+    - ``eps_mask_local``: ε of the ε-mask of chapter 05's ex-05-2 (LE-MMSE, B = ε-mask against
+      B = mask): small enough that the other patterns' cost (order x²/(2ε²σ²)) dwarfs the bonus
+      log(1/ε), so both estimates agree.
+    - ``eps_mask_mixed``: ε of chapter 05's check against ``reference.le_mmse_reference``: large
+      enough that the determinant term −Σ log|b| and the other patterns weigh in the softmax, so
+      the check covers them.
+    - ``shift_divisors``: (a, b), the shift g₀ = (H // a, W // b) of chapters 03-04 (:meth:`shift`).
+    - ``subset_divisor``: chapters 02, 04 and 05 use the first ``N // subset_divisor`` training
+      images where the full set is too slow or not needed (:meth:`subset`).
+    - ``sigma_small``, ``sigma_large``: the noise levels of the σ → 0 and σ → ∞ limits (01, 04).
+    """
+
+    box_divisor: int = 4
+    missing_fraction: float = 0.3
+    missing_fraction_demo: float = 0.5
+    blur_std: float = 1.0
+    disk_radius: float = 2.0
+    tikhonov_eps: float = 1e-2
+    eps_mask: float = 1e-2
+    eps_mask_local: float = 1e-1
+    eps_mask_mixed: float = 0.3
+    shift_divisors: tuple = (6, 3)
+    subset_divisor: int = 4
+    sigma_small: float = 0.01
+    sigma_large: float = 1e3
+
+    def __post_init__(self):
+        _validate_part_one(self)
+
+    def box_side(self, size: int) -> int:
+        """Side ``size // box_divisor`` of the centred box hole in a ``size × size`` image."""
+        side = size // self.box_divisor
+        if side < 1:
+            raise ValueError(f"size must be at least box_divisor = {self.box_divisor}, got {size!r}")
+        return side
+
+    def shift(self, h: int, w: int) -> tuple:
+        """The shift g₀ = (h // a, w // b), (a, b) = ``shift_divisors``."""
+        return h // self.shift_divisors[0], w // self.shift_divisors[1]
+
+    def subset(self, n: int) -> int:
+        """Size ``max(1, n // subset_divisor)`` of the reduced training set."""
+        return max(1, n // self.subset_divisor)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _validate_part_one(s: PartOneSettings) -> None:
+    """One-line ValueErrors naming the field of :class:`PartOneSettings` that is wrong."""
+    for name in ("box_divisor", "subset_divisor"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"PartOneSettings.{name} must be a positive int, got {value!r}")
+    if not isinstance(s.shift_divisors, tuple) or len(s.shift_divisors) != 2 or any(
+            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in s.shift_divisors):
+        raise ValueError(f"PartOneSettings.shift_divisors must be a pair of positive ints, got {s.shift_divisors!r}")
+    for name in ("missing_fraction", "missing_fraction_demo", "eps_mask", "eps_mask_local", "eps_mask_mixed"):
+        value = getattr(s, name)
+        if not _is_number(value) or not 0 < value < 1:
+            raise ValueError(f"PartOneSettings.{name} must be a number in (0, 1), got {value!r}")
+    for name in ("blur_std", "disk_radius", "tikhonov_eps", "sigma_small", "sigma_large"):
+        value = getattr(s, name)
+        if not _is_number(value) or not 0 < value < float("inf"):
+            raise ValueError(f"PartOneSettings.{name} must be a positive finite number, got {value!r}")
+    if not s.sigma_small < s.sigma_large:
+        raise ValueError(f"PartOneSettings.sigma_large must exceed sigma_small = {s.sigma_small!r}, got {s.sigma_large!r}")
+
+
+#: Chapters 00-05 under every profile: the same problems; H, N and P scale through :class:`Profile`.
+PART_ONE = PartOneSettings()
+
+
+def part_one_settings(profile: Profile | str | None = None) -> PartOneSettings:
+    """The :class:`PartOneSettings` of ``profile`` (a :class:`Profile`, a name, or ``None``: as
+    :func:`get_profile`, which also rejects unknown names): :data:`PART_ONE` for every profile."""
+    get_profile(profile)
+    return PART_ONE

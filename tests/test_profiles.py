@@ -1,6 +1,8 @@
 """Tests of lemmse_lite.profiles: field names, selection by LEMMSE_PROFILE, validation."""
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +96,55 @@ def test_replace_describe_and_validation():
     for bad in bads:
         with pytest.raises(ValueError):
             q.replace(**bad)
+
+
+# ----------------------------------------------------------------------------- chapters 00-05
+def test_part_one_values_are_the_chapters():
+    s = profiles.part_one_settings("quick")
+    assert (s.box_divisor, s.blur_std, s.disk_radius, s.tikhonov_eps) == (4, 1.0, 2.0, 1e-2)
+    assert (s.missing_fraction, s.missing_fraction_demo) == (0.3, 0.5)  # 05 (the paper's), 00
+    assert (s.eps_mask, s.eps_mask_local, s.eps_mask_mixed) == (1e-2, 1e-1, 0.3)
+    assert (s.shift_divisors, s.subset_divisor, s.sigma_small, s.sigma_large) == ((6, 3), 4, 0.01, 1e3)
+    assert s.box_side(32) == 8 and s.box_side(28) == 7 and s.box_side(8) == 2
+    assert s.shift(32, 32) == (5, 10) and s.shift(28, 28) == (4, 9)
+    assert s.subset(400) == 100 and s.subset(3) == 1
+    assert profiles.PAPER_PROBLEMS[2] == f"inpainting:missing={s.missing_fraction}"
+    assert profiles.PAPER_PROBLEMS[3] == f"deblurring:std={s.blur_std}"
+
+
+def test_part_one_accessor_follows_get_profile(monkeypatch):
+    monkeypatch.setattr(profiles, "_cuda_available", lambda: False)
+    for name in ("quick", "full", "paper", profiles.QUICK, None):
+        assert profiles.part_one_settings(name) is profiles.PART_ONE
+    with pytest.raises(ValueError, match="valid: quick, full"):
+        profiles.part_one_settings("medium")
+
+
+def test_part_one_is_frozen_and_validated():
+    s = profiles.PART_ONE
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.blur_std = 2.0
+    bads = {"box_divisor": 0, "subset_divisor": True, "shift_divisors": (6,), "missing_fraction": 1.0,
+            "missing_fraction_demo": 0.0, "eps_mask": -1e-2, "eps_mask_local": 1.5, "eps_mask_mixed": "0.3",
+            "blur_std": 0.0, "disk_radius": float("inf"), "tikhonov_eps": -1.0, "sigma_small": 0,
+            "sigma_large": 1e-3}
+    for field, value in bads.items():
+        with pytest.raises(ValueError, match=rf"^PartOneSettings\.{field} must "):
+            dataclasses.replace(s, **{field: value})
+    with pytest.raises(ValueError, match="at least box_divisor"):
+        s.box_side(3)
+
+
+# Literal problem parameters that chapters 00-05 must read from part_one_settings instead.
+LITERALS = [r"gaussian_kernel\(std=[\d.]", r"disk_kernel\(radius=[\d.]", r"random_mask\([^)]*,\s*[\d.]+\s*,\s*seed",
+            r"eps_mask\([^)]*,\s*[\d.e-]+\)", r"tikhonov\([\d.e-]+\)", r"center_box_mask\([^)]*//\s*4\)",
+            r"//\s*6,\s*\w+\s*//\s*3"]
+
+
+@pytest.mark.parametrize("chapter", sorted((Path(__file__).resolve().parents[1] / "course").glob("0[0-5]_*.md")))
+def test_part_one_chapters_read_the_settings(chapter):
+    code = "\n".join(re.findall(r"^```\{code-cell\}[^\n]*\n(.*?)^```\s*$", chapter.read_text(encoding="utf-8"), re.S | re.M))
+    code = re.sub(r"#.*", "", code)                                   # comments may quote the values
+    assert "profiles.part_one_settings(prof)" in code
+    for pattern in LITERALS:
+        assert not re.search(pattern, code), f"{chapter.name}: a literal problem parameter ({pattern}); use part_one_settings"
