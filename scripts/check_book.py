@@ -117,8 +117,10 @@ def write_downloads(project: Path, chapters: list[str]) -> None:
 
 
 def make_project(only: list[str] | None) -> Path:
-    """``book/`` itself, or with ``only`` a copy under ``book/_build/check`` keeping intro.md and
-    the chapters whose number or name is listed (the chapter sources linked, not copied)."""
+    """``book/`` itself, or with ``only`` a copy under ``book/_build/check`` keeping the pages
+    outside course/ (intro.md as a stub, the others copied: the glossary, which the chapters'
+    ``{term}`` roles point to) and the chapters whose number or name is listed (their sources
+    linked, not copied)."""
     config = yaml.safe_load((BOOK / "myst.yml").read_text(encoding="utf-8"))
     if not only:
         write_downloads(BOOK, [f for f in _toc_files(config["project"]["toc"]) if f.startswith("course/")])
@@ -133,6 +135,9 @@ def make_project(only: list[str] | None) -> Path:
     shutil.copy(BOOK / "references.bib", project / "references.bib")
     (project / "intro.md").write_text("# Check build\n\nA copy of the book with chapters "
                                       f"{', '.join(only)} only.\n", encoding="utf-8")  # no dangling links
+    for file in _toc_files(config["project"]["toc"]):
+        if not file.startswith("course/") and file != "intro.md":
+            shutil.copy(BOOK / file, project / file)
     link = project / "course"
     if not link.is_symlink():
         link.symlink_to(ROOT / "course", target_is_directory=True)
