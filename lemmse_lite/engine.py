@@ -187,8 +187,10 @@ def _fused_ok(consumer, q_aug, values, engine: EngineConfig) -> bool:
 
 def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_aug: torch.Tensor,
                   values: torch.Tensor, key_ids: torch.Tensor | None = None,
-                  engine: EngineConfig | None = None):
-    """Feed ``consumer.update`` every score block ``q_aug[qb] @ k_aug[kb].T``.
+                  key_bias: torch.Tensor | None = None, engine: EngineConfig | None = None):
+    """Feed ``consumer.update`` every score block ``q_aug[qb] @ k_aug[kb].T`` (plus ``key_bias[kb]``
+    (K,) on every row when given: a per-key bias folded into the product by ``addmm``, so that
+    plain keys need no augmented copy).
 
     ``rows`` maps local query positions to the consumer's query indices (a slice ``start:stop`` or
     a long tensor); ``values`` is (K, V). Query slices are the outer loop: on CPU they are shared
@@ -196,7 +198,7 @@ def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_a
     (``row_parallel``), each worker reusing one score buffer (fresh large allocations are slow on
     CPU). ``engine``: block sizes, workers and the fused switch (default: :func:`default_engine`)."""
     engine = check_engine(engine, q_aug.device)
-    if _fused_ok(consumer, q_aug, values, engine):
+    if key_bias is None and _fused_ok(consumer, q_aug, values, engine):
         try:
             out, lse = fused_attention(q_aug, k_aug, values)
         except RuntimeError as err:  # kernel unavailable for this shape/GPU: blocked path, this call
@@ -212,7 +214,7 @@ def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_a
             return next(slices, None)
 
     def work():
-        _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, engine, next_slice)
+        _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, key_bias, engine, next_slice)
 
     workers = min(engine.workers or torch.get_num_threads(), -(-len(q_aug) // engine.query_block))
     if q_aug.is_cuda or workers == 1 or not getattr(consumer, "row_parallel", False):
@@ -228,7 +230,7 @@ def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_a
         torch.set_num_threads(threads)
 
 
-def _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, engine: EngineConfig, next_slice):
+def _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, key_bias, engine: EngineConfig, next_slice):
     """One worker of :func:`stream_scores`: take query slices ``q0`` from ``next_slice()`` until it
     returns ``None``; score each against every key block in order into one reused buffer (scores
     in ``q_aug``'s dtype, rounded to ``values``' dtype when that is narrower)."""
@@ -246,7 +248,10 @@ def _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, engine: EngineC
             k1 = min(k0 + key_block, nk)
             ids = None if key_ids is None else key_ids[k0:k1]
             out = buf[: (q1 - q0) * (k1 - k0)].view(q1 - q0, k1 - k0)
-            scores = torch.mm(q_aug[q0:q1], k_aug[k0:k1].T, out=out)
+            if key_bias is None:
+                scores = torch.mm(q_aug[q0:q1], k_aug[k0:k1].T, out=out)
+            else:
+                scores = torch.addmm(key_bias[k0:k1], q_aug[q0:q1], k_aug[k0:k1].T, out=out)
             if narrow is not None:
                 scores = narrow[: out.numel()].view_as(out).copy_(scores)
             consumer.update(r, scores, values[k0:k1].T, ids)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_positive_int, check_sigma
+from .checks import all_finite, check_positive_int, check_sigma
 from .diagnostics import Diagnostics, build_diagnostics, log_density_constant
 from .engine import EngineConfig, SoftmaxState, augment_keys, augment_queries, check_engine
 from .operators import (
@@ -53,6 +53,7 @@ from .patches import (
 from .streaming import (
     DEFAULT_MAX_MEMORY,
     _is_reiterable,
+    non_finite_error,
     check_chunk_size,
     default_chunk_size,
     is_reiterable,
@@ -159,7 +160,10 @@ def centre_on_first_key(keys: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- MMSE and E-MMSE
 
-RESCORE_MARGIN = 50.0  # nats: a key provably this far below a query's best score is dropped (weight < e⁻⁵⁰)
+# A key provably RESCORE_MARGIN + log n nats below a query's best score, n the keys seen so far
+# (this chunk included), is dropped: a chunk's dropped keys weigh at most e⁻³⁰·len(chunk)/n ≤ e⁻³⁰
+# of the best together, whatever N (a relative error of the mean below 1e-13 per chunk).
+RESCORE_MARGIN = 30.0
 PAIR_COST = 16  # a candidate pair rescored alone costs about as much as 16 pairs of a dense product
 PAIR_BLOCK = 256  # candidate pairs rescored at a time (small float64 temporaries: no page faults)
 FLOAT32_UNIT = 2.0**-24  # unit round-off u of float32
@@ -208,30 +212,34 @@ def _shifted_queries(z: torch.Tensor, g_count: int, idx: torch.Tensor) -> torch.
 
 def rounding_slack(n: int, q_norm: torch.Tensor, k_norm_max: float, inv_var: torch.Tensor) -> torch.Tensor:
     """(Q,) float64 bound on the float32 rounding error of the scores ``(q·k − ‖k‖²/2)/σ²`` of
-    centred whole-image queries of norm ``q_norm`` (Q,) against centred keys of norm at most
-    ``k_norm_max``, dimension ``n`` (`eq-mmse-b`)::
+    whole-image queries of norm ``q_norm`` (Q,) against keys of norm at most ``k_norm_max``
+    (both centred, or both not), dimension ``n`` (`eq-mmse-b`)::
 
-        |ŝ − s| ≤ (2 γ_{n+2} + 8u) (‖q‖ + ‖k‖)² / (2σ²),   γ_m = m u / (1 − m u),  u = 2⁻²⁴,
+        |ŝ − s| ≤ (2 γ_{n+2} + 16u) (‖q‖ + ‖k‖)² / (2σ²),   γ_m = m u / (1 − m u),  u = 2⁻²⁴,
 
-    the worst-case bound of a float32 dot product of the augmented vectors (any summation order)
-    plus the rounding of the centred inputs, of ``1/σ²`` and of ``‖k‖²`` (`eq-attention`)."""
+    the worst-case bound of a float32 dot product ``q·k`` plus the bias ``−‖k‖²/2`` (any summation
+    order) and of ``‖k‖²`` itself, plus a few ``u`` for the rounding of the centred inputs, of
+    ``1/σ²``, of ``‖k‖`` squared and of the screening thresholds (`eq-attention`)."""
     m = (n + 2) * FLOAT32_UNIT
-    factor = 2 * m / (1 - m) + 8 * FLOAT32_UNIT
+    factor = 2 * m / (1 - m) + 16 * FLOAT32_UNIT
     return factor * 0.5 * inv_var * (q_norm + k_norm_max) ** 2
 
 
 class _ImageSoftmax:
     """Score blocks and consumer of one MMSE / E-MMSE call (`eq-mmse-b`, `eq-emmse-b`).
 
-    As blocks (``__call__(start, chunk)``): the keys ``W B A x_i`` of the chunk, centred on the
-    first key (:func:`centre_on_first_key`) and scored by the engine in float32 against the queries
-    ``W T_g⁻¹ B y`` (Q, n). As consumer (``update``): with ``slack`` the bound of
+    As blocks (``__call__(start, chunk)``): the keys ``k_i = W B A x_i`` of the chunk (with a
+    pre-inverse, centred on the first key: :func:`centre_on_first_key`; without, the training
+    measurements as they are: no copy) are scored by the engine in float32 against the queries
+    ``q = W T_g⁻¹ B y`` (Q, n) as ``q·k − ‖k‖²/2``, the bias added by the product itself. As
+    consumer (``update``): scaled by ``1/σ²`` and with ``slack`` the bound of
     :func:`rounding_slack`, the float32 scores ``ŝ`` give a lower bound ``m_low = max ŝ − slack``
-    of each query's best score; the candidates ``ŝ ≥ m_low − slack − RESCORE_MARGIN`` are the
-    only keys whose weight can exceed ``e^−RESCORE_MARGIN`` of the best. Their exact log-weights
+    of each query's best score; the candidates ``ŝ ≥ m_low − slack − margin`` are the only keys
+    whose weight can exceed ``e^−margin`` of the best (``margin``: :data:`RESCORE_MARGIN` plus
+    the log of the keys seen so far). Their exact log-weights
     ``−‖q − k‖²/(2σ²)`` are computed in float64 (direct differences; a block with many candidates
-    by one centred float64 product) and merged by an online softmax in float64. ``m``, ``d``,
-    ``num``: the running maximum, denominator and numerator of that softmax, (Q,), (Q,), (Q, n)."""
+    by one float64 product) and merged by an online softmax in float64. ``m``, ``d``, ``num``:
+    the running maximum, denominator and numerator of that softmax, (Q,), (Q,), (Q, n)."""
 
     row_parallel = True  # update touches only its rows
 
@@ -239,50 +247,65 @@ class _ImageSoftmax:
         self.q, self.rows, self.inv_var, self.A, self.Bop, self.W = q, rows, inv_var, A, Bop, W
         n_q, n = q.shape
         self.q64 = q.double()
+        self.inv_var32 = inv_var.float()
         self.m = torch.full((n_q,), float("-inf"), dtype=torch.float64, device=q.device)
         self.d = torch.zeros(n_q, dtype=torch.float64, device=q.device)
         self.num = torch.zeros(n_q, n, dtype=torch.float64, device=q.device)
         self.m_low = torch.full((n_q,), float("-inf"), dtype=torch.float32, device=q.device)
-        self.q_aug = self.centre = None
+        self.q32 = self.centre = None
+        # the keys are the chunk itself: their norms check its finiteness (one pass, not two)
+        self.keys_are_chunk = isinstance(A, Denoising) and Bop is None
 
     def __call__(self, start, chunk):
         n = self.q.shape[1]
         meas = chunk if isinstance(self.A, Denoising) else self.A(chunk)  # the identity: no copy, no re-check
         meas = meas if self.Bop is None else self.Bop(meas)
         self.keys = (meas if self.W is None else self.W(meas)).reshape(len(chunk), n)
-        if self.q_aug is None:
+        if self.q32 is None:
             self._start(self.keys)
-        kc = (self.keys - self.centre).float()
-        k_aug = augment_keys(kc)
-        k_norm_max = math.sqrt(max(0.0, -2.0 * float(k_aug[:, n].min())))
-        self.slack = rounding_slack(n, self.q_norm, k_norm_max, self.inv_var).float()
+        k32 = (self.keys if self.centre is None else self.keys - self.centre).float()
+        norm = torch.linalg.vector_norm(k32, dim=1)
+        self._check_finite(start, chunk, norm)
+        self.slack = rounding_slack(n, self.q_norm, float(norm.max()), self.inv_var).float()
+        self.margin = RESCORE_MARGIN + math.log(start + len(chunk))
         ids = torch.arange(len(chunk), device=chunk.device)
-        yield self.rows, self.q_aug, k_aug, chunk.reshape(len(chunk), n), ids
+        yield self.rows, self.q32, k32, chunk.reshape(len(chunk), n), ids, norm.square_().mul_(-0.5)
+
+    def _check_finite(self, start, chunk, norm):
+        """The chunk's finiteness (its training images are the values): from the keys' norms (K,)
+        when the keys are the chunk, else directly; finite images whose norms overflow float32
+        get their own error."""
+        if bool(torch.isfinite(norm).all()) and (self.keys_are_chunk or all_finite(chunk)):
+            return
+        if not all_finite(chunk):
+            raise non_finite_error(start, len(chunk))
+        raise ValueError(f"train images {start}..{start + len(chunk) - 1} are too large for the float32 "
+                         "screening scores (their squared norms overflow float32)")
 
     def _start(self, keys):
-        """At the first chunk: the centre, the centred float32 queries (no per-query offset: it
-        cancels in the candidate test) and their norms."""
-        self.centre = centre_on_first_key(keys)
-        qc = (self.q - self.centre).float()
-        self.q_norm = qc.double().norm(dim=1)
-        rows = self.rows
-        iv = self.inv_var[rows].float()
-        self.q_aug = augment_queries(qc[rows], iv, torch.zeros_like(iv))
+        """At the first chunk: the centre (with a pre-inverse), the float32 queries in the keys'
+        coordinates (no per-query offset: it cancels in the candidate test) and their norms."""
+        self.centre = None if self.W is None else centre_on_first_key(keys)
+        qc = (self.q if self.centre is None else self.q - self.centre).float()
+        self.q_norm = torch.linalg.vector_norm(qc, dim=1).double()
+        self.q32 = qc[self.rows]
 
     def update(self, rows, scores, values_t, key_ids):
         """One (q, k) block of float32 scores; ``values_t`` (n, k) the images, ``key_ids`` (k,)
         the keys' positions in the chunk."""
         r = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
-        slack = self.slack[r]
-        m_low = torch.maximum(self.m_low[r], scores.amax(1) - slack)
+        slack, iv = self.slack[r], self.inv_var32[r]
+        m_low = torch.maximum(self.m_low[r], scores.amax(1) * iv - slack)
         self.m_low[r] = m_low
-        cand = scores >= (m_low - slack - RESCORE_MARGIN)[:, None]
+        cand = scores >= ((m_low - slack - self.margin) / iv)[:, None]  # the scores are ŝ σ²
         qi, kj = torch.nonzero(cand, as_tuple=True)
         if len(qi) == 0:  # every key of the block is negligible for every query
             return
         used = torch.unique(kj)  # the keys that are a candidate of some query of the block
         if len(r) * len(used) <= PAIR_COST * len(qi):  # every (query, used key) pair, one product
-            self._merge_dense(r, self._dense_scores(r, key_ids[used]), values_t.T[used])
+            k64 = self.keys[key_ids[used]].double()
+            images = k64 if self.keys_are_chunk else values_t.T[used].double()  # one gather, not two
+            self._merge_dense(r, self._dense_scores(r, k64), images)
         else:
             self._merge_pairs(r, qi, self._pair_scores(r[qi], key_ids[kj]), kj, values_t.T)
 
@@ -294,11 +317,13 @@ class _ImageSoftmax:
             dist[p0 : p0 + PAIR_BLOCK] = (diff * diff).sum(1)
         return -0.5 * self.inv_var[qg] * dist
 
-    def _dense_scores(self, r, kl) -> torch.Tensor:
-        """(q,) query rows, (k,) chunk positions -> (q, k) float64 ``−‖q − k‖²/(2σ²)`` (centred)."""
-        centre = self.centre.double()
-        qc = self.q64[r] - centre
-        kc = self.keys[kl].double() - centre
+    def _dense_scores(self, r, k64) -> torch.Tensor:
+        """(q,) query rows, (k, n) float64 keys -> (q, k) float64 ``−‖q − k‖²/(2σ²)`` (centred
+        like the screening scores)."""
+        qc, kc = self.q64[r], k64
+        if self.centre is not None:
+            centre = self.centre.double()
+            qc, kc = qc - centre, kc - centre
         dist = (qc * qc).sum(1)[:, None] + (kc * kc).sum(1)[None, :] - 2.0 * (qc @ kc.T)
         return -0.5 * self.inv_var[r][:, None] * dist
 
@@ -326,7 +351,7 @@ class _ImageSoftmax:
         alpha = torch.exp(m_old - m_new).nan_to_num_(0.0)
         w = torch.exp(s - m_new[:, None])
         self.d[r] = self.d[r] * alpha + w.sum(1)
-        self.num[r] = self.num[r] * alpha[:, None] + w @ images.double()
+        self.num[r] = self.num[r] * alpha[:, None] + w @ images
         self.m[r] = m_new
 
 
@@ -357,7 +382,7 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine
         rows = slice(0, len(feasible))
     chunk_size = chunk_size or default_chunk_size(1, n, DEFAULT_MAX_MEMORY)
     state = _ImageSoftmax(q, rows, inv_var, A, Bop, W)
-    stream_training(train, (c, h, w), chunk_size, y.device, dtype, state, state, engine)
+    stream_training(train, (c, h, w), chunk_size, y.device, dtype, state, state, engine, check_finite=False)
     return _merge_shifts(state, feasible, idx, (bsz, c, h, w)).to(dtype)
 
 

@@ -50,9 +50,17 @@ def default_chunk_size(n_keys_per_image: int, key_dim: int, max_memory: int = DE
     return max(1, max_memory // per_image)
 
 
-def training_chunks(train, shape, chunk_size: int, device, dtype) -> Iterator[tuple[int, torch.Tensor]]:
+def non_finite_error(start: int, count: int) -> ValueError:
+    """The one error for a chunk of ``count`` training images from ``start`` that holds NaN/Inf."""
+    return ValueError(f"train contains NaN or Inf values (images {start}..{start + count - 1})")
+
+
+def training_chunks(train, shape, chunk_size: int, device, dtype,
+                    check_finite: bool = True) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(index of first image, chunk)`` with chunks of at most ``chunk_size`` images, moved
-    to ``device``/``dtype``. Raises if ``train`` is empty or holds NaN/Inf."""
+    to ``device``/``dtype``. Raises if ``train`` is empty or (``check_finite``) holds NaN/Inf;
+    ``check_finite=False`` is for a consumer that checks each chunk itself, in a pass it makes
+    anyway (:func:`non_finite_error`)."""
     if isinstance(train, torch.Tensor):
         if train.dim() != 4:
             raise ValueError(f"train must have 4 dimensions (N, C, H, W), got shape {tuple(train.shape)}")
@@ -67,8 +75,8 @@ def training_chunks(train, shape, chunk_size: int, device, dtype) -> Iterator[tu
         for c0 in range(0, len(part), chunk_size):
             chunk = part[c0 : c0 + chunk_size]
             # finiteness per chunk: a whole-tensor check would allocate ~2x the training set
-            if not all_finite(chunk):
-                raise ValueError(f"train contains NaN or Inf values (images {start}..{start + len(chunk) - 1})")
+            if check_finite and not all_finite(chunk):
+                raise non_finite_error(start, len(chunk))
             yield start, chunk.to(device=device, dtype=dtype)
             start += len(chunk)
     if start == 0:
@@ -84,15 +92,17 @@ _is_reiterable = is_reiterable  # the name of the first edition
 
 
 def stream_training(train, shape, chunk_size: int, device, dtype, blocks: Callable, consumer,
-                    engine: EngineConfig, progress: Callable[[int], None] | None = None) -> int:
+                    engine: EngineConfig, progress: Callable[[int], None] | None = None,
+                    check_finite: bool = True) -> int:
     """The one streaming driver of the estimators: for every chunk of ``train``, every
-    ``(rows, q_aug, k_aug, values, key_ids)`` that ``blocks(start, chunk)`` yields is scored by
-    :func:`lemmse_lite.engine.stream_scores` into ``consumer``. ``progress(n)`` is called with the
-    number of images seen after each chunk. Returns the number of training images N."""
+    ``(rows, q_aug, k_aug, values, key_ids[, key_bias])`` that ``blocks(start, chunk)`` yields is
+    scored by :func:`lemmse_lite.engine.stream_scores` into ``consumer``. ``progress(n)`` is called with the
+    number of images seen after each chunk; ``check_finite``: as in :func:`training_chunks`.
+    Returns the number of training images N."""
     n_seen = 0
-    for start, chunk in training_chunks(train, shape, chunk_size, device, dtype):
-        for rows, q_aug, k_aug, values, key_ids in blocks(start, chunk):
-            stream_scores(consumer, rows, q_aug, k_aug, values, key_ids, engine)
+    for start, chunk in training_chunks(train, shape, chunk_size, device, dtype, check_finite):
+        for block in blocks(start, chunk):
+            stream_scores(consumer, *block, engine=engine)
         n_seen = start + len(chunk)
         if progress is not None:
             progress(n_seen)
