@@ -103,7 +103,7 @@ def _setup(y, sigma, A, B):
     if isinstance(B, Denoising):
         B = None
     for op, name in ((A, "A"), (B, "B")):
-        if op is not None:  # one cheap application names the operator in any shape error
+        if op is not None and not isinstance(op, Denoising):  # one cheap application names the operator in any shape error
             try:
                 op(y[:1])
             except ValueError as err:
@@ -160,11 +160,12 @@ def centre_on_first_key(keys: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- MMSE and E-MMSE
 
-# A key provably RESCORE_MARGIN + log n nats below a query's best score, n the keys seen so far
-# (this chunk included), is dropped: a chunk's dropped keys weigh at most e⁻³⁰·len(chunk)/n ≤ e⁻³⁰
-# of the best together, whatever N (a relative error of the mean below 1e-13 per chunk).
-RESCORE_MARGIN = 30.0
-PAIR_COST = 16  # a candidate pair rescored alone costs about as much as 16 pairs of a dense product
+# A key provably RESCORE_MARGIN[dtype] + log n nats below a query's best score, n the keys seen so
+# far (this chunk included), is dropped: a chunk's dropped keys weigh at most e^−margin·len(chunk)/n
+# ≤ e^−margin of the best together, whatever N — below the rounding of the returned mean
+# (e⁻²⁰ = 2e-9 against float32's 6e-8; e⁻⁴⁰ = 4e-18 against float64's 1.1e-16).
+RESCORE_MARGIN = {torch.float32: 20.0, torch.float64: 40.0}
+PAIR_COST = 24  # a candidate pair rescored alone costs about as much as 24 pairs of a dense product (measured, 32×32)
 PAIR_BLOCK = 256  # candidate pairs rescored at a time (small float64 temporaries: no page faults)
 FLOAT32_UNIT = 2.0**-24  # unit round-off u of float32
 
@@ -235,8 +236,8 @@ class _ImageSoftmax:
     consumer (``update``): scaled by ``1/σ²`` and with ``slack`` the bound of
     :func:`rounding_slack`, the float32 scores ``ŝ`` give a lower bound ``m_low = max ŝ − slack``
     of each query's best score; the candidates ``ŝ ≥ m_low − slack − margin`` are the only keys
-    whose weight can exceed ``e^−margin`` of the best (``margin``: :data:`RESCORE_MARGIN` plus
-    the log of the keys seen so far). Their exact log-weights
+    whose weight can exceed ``e^−margin`` of the best (``margin``: :data:`RESCORE_MARGIN` of the
+    working dtype plus the log of the keys seen so far). Their exact log-weights
     ``−‖q − k‖²/(2σ²)`` are computed in float64 (direct differences; a block with many candidates
     by one float64 product) and merged by an online softmax in float64. ``m``, ``d``, ``num``:
     the running maximum, denominator and numerator of that softmax, (Q,), (Q,), (Q, n)."""
@@ -267,7 +268,7 @@ class _ImageSoftmax:
         norm = torch.linalg.vector_norm(k32, dim=1)
         self._check_finite(start, chunk, norm)
         self.slack = rounding_slack(n, self.q_norm, float(norm.max()), self.inv_var).float()
-        self.margin = RESCORE_MARGIN + math.log(start + len(chunk))
+        self.margin = RESCORE_MARGIN[chunk.dtype] + math.log(start + len(chunk))
         ids = torch.arange(len(chunk), device=chunk.device)
         yield self.rows, self.q32, k32, chunk.reshape(len(chunk), n), ids, norm.square_().mul_(-0.5)
 
@@ -289,24 +290,27 @@ class _ImageSoftmax:
         qc = (self.q if self.centre is None else self.q - self.centre).float()
         self.q_norm = torch.linalg.vector_norm(qc, dim=1).double()
         self.q32 = qc[self.rows]
+        # float64 queries in the keys' coordinates and −‖q‖²/2 (Q,), for the exact log-weights
+        self.q64c = self.q64 if self.centre is None else self.q64 - self.centre.double()
+        self.q_bias = self.q64c.square().sum(1).mul_(-0.5)
 
     def update(self, rows, scores, values_t, key_ids):
         """One (q, k) block of float32 scores; ``values_t`` (n, k) the images, ``key_ids`` (k,)
         the keys' positions in the chunk."""
-        r = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
-        slack, iv = self.slack[r], self.inv_var32[r]
-        m_low = torch.maximum(self.m_low[r], scores.amax(1) * iv - slack)
-        self.m_low[r] = m_low
-        cand = scores >= ((m_low - slack - self.margin) / iv)[:, None]  # the scores are ŝ σ²
+        slack, iv = self.slack[rows], self.inv_var32[rows]
+        m_low = torch.maximum(self.m_low[rows], scores.amax(1).mul_(iv).sub_(slack))
+        self.m_low[rows] = m_low
+        cand = scores >= m_low.sub_(slack).sub_(self.margin).div_(iv)[:, None]  # the scores are ŝ σ²
         qi, kj = torch.nonzero(cand, as_tuple=True)
         if len(qi) == 0:  # every key of the block is negligible for every query
             return
         used = torch.unique(kj)  # the keys that are a candidate of some query of the block
-        if len(r) * len(used) <= PAIR_COST * len(qi):  # every (query, used key) pair, one product
+        if len(scores) * len(used) <= PAIR_COST * len(qi):  # every (query, used key) pair, one product
             k64 = self.keys[key_ids[used]].double()
             images = k64 if self.keys_are_chunk else values_t.T[used].double()  # one gather, not two
-            self._merge_dense(r, self._dense_scores(r, k64), images)
+            self._merge_dense(rows, self._dense_scores(rows, k64), images)
         else:
+            r = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
             self._merge_pairs(r, qi, self._pair_scores(r[qi], key_ids[kj]), kj, values_t.T)
 
     def _pair_scores(self, qg, kl) -> torch.Tensor:
@@ -318,14 +322,11 @@ class _ImageSoftmax:
         return -0.5 * self.inv_var[qg] * dist
 
     def _dense_scores(self, r, k64) -> torch.Tensor:
-        """(q,) query rows, (k, n) float64 keys -> (q, k) float64 ``−‖q − k‖²/(2σ²)`` (centred
-        like the screening scores)."""
-        qc, kc = self.q64[r], k64
-        if self.centre is not None:
-            centre = self.centre.double()
-            qc, kc = qc - centre, kc - centre
-        dist = (qc * qc).sum(1)[:, None] + (kc * kc).sum(1)[None, :] - 2.0 * (qc @ kc.T)
-        return -0.5 * self.inv_var[r][:, None] * dist
+        """Query rows ``r`` (slice or (q,)), (k, n) float64 keys -> (q, k) float64
+        ``−‖q − k‖²/(2σ²) = (q·k − ‖k‖²/2 − ‖q‖²/2)/σ²`` (centred like the screening scores)."""
+        kc = k64 if self.centre is None else k64 - self.centre.double()
+        s = torch.addmm(kc.square().sum(1).mul_(-0.5), self.q64c[r], kc.T)
+        return s.add_(self.q_bias[r][:, None]).mul_(self.inv_var[r][:, None])
 
     def _merge_pairs(self, r, qi, s, kj, images):
         """Online-softmax merge of P candidate pairs: local query ``qi`` (P,), score ``s`` (P,),
@@ -347,9 +348,9 @@ class _ImageSoftmax:
     def _merge_dense(self, r, s, images):
         """Online-softmax merge of a dense (q, k) block of exact scores; ``images`` (k, n)."""
         m_old = self.m[r]
-        m_new = torch.maximum(m_old, s.amax(1))
-        alpha = torch.exp(m_old - m_new).nan_to_num_(0.0)
-        w = torch.exp(s - m_new[:, None])
+        m_new = torch.maximum(m_old, s.amax(1))  # finite: every row holds finite scores
+        alpha = torch.exp(m_old - m_new)
+        w = torch.exp(s.sub_(m_new[:, None]))
         self.d[r] = self.d[r] * alpha + w.sum(1)
         self.num[r] = self.num[r] * alpha[:, None] + w @ images
         self.m[r] = m_new
@@ -376,10 +377,11 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine
     zs = _shifted_queries(z, g_count, idx)
     feasible = _feasible_images(zs, Bop)
     q = (zs if W is None else W(zs)).reshape(bsz * g_count, n)
-    inv_var = (1.0 / sig.double() ** 2).repeat_interleave(g_count)
-    rows = torch.nonzero(feasible).squeeze(1)
-    if len(rows) == len(feasible):  # every query feasible: a slice (views, no gathers)
-        rows = slice(0, len(feasible))
+    inv_var = sig.double().pow(-2)
+    inv_var = inv_var if g_count == 1 else inv_var.repeat_interleave(g_count)
+    rows = slice(0, len(feasible))  # every query feasible: a slice (views, no gathers)
+    if not bool(feasible.all()):
+        rows = torch.nonzero(feasible).squeeze(1)
     chunk_size = chunk_size or default_chunk_size(1, n, DEFAULT_MAX_MEMORY)
     state = _ImageSoftmax(q, rows, inv_var, A, Bop, W)
     stream_training(train, (c, h, w), chunk_size, y.device, dtype, state, state, engine, check_finite=False)
@@ -391,6 +393,10 @@ def _merge_shifts(state, feasible, idx, shape) -> torch.Tensor:
     back by ``T_g``. Returns (B, C, H, W)."""
     bsz, c, h, w = shape
     g_count = len(idx)
+    if g_count == 1:  # MMSE: one softmax per measurement, d ≥ 1 (the best key weighs 1)
+        if not bool(feasible.all()):
+            raise ValueError("no shift of the measurement is feasible (in the range of B)")
+        return (state.num / state.d[:, None]).reshape(shape)
     log_mass = (state.m + torch.log(state.d)).reshape(bsz, g_count)
     log_mass = torch.where(feasible.reshape(bsz, g_count), log_mass, torch.full_like(log_mass, float("-inf")))
     if torch.isneginf(log_mass.amax(1)).any():
