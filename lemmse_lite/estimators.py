@@ -259,6 +259,8 @@ class _ImageSoftmax:
 
     def __call__(self, start, chunk):
         n = self.q.shape[1]
+        if not self.keys_are_chunk and not all_finite(chunk):  # before A would name it "x"
+            raise non_finite_error(start, len(chunk))
         meas = chunk if isinstance(self.A, Denoising) else self.A(chunk)  # the identity: no copy, no re-check
         meas = meas if self.Bop is None else self.Bop(meas)
         self.keys = (meas if self.W is None else self.W(meas)).reshape(len(chunk), n)
@@ -266,18 +268,19 @@ class _ImageSoftmax:
             self._start(self.keys)
         k32 = (self.keys if self.centre is None else self.keys - self.centre).float()
         norm = torch.linalg.vector_norm(k32, dim=1)
-        self._check_finite(start, chunk, norm)
-        self.slack = rounding_slack(n, self.q_norm, float(norm.max()), self.inv_var).float()
+        k_norm_max = float(norm.max())  # NaN if a key holds NaN, Inf if one holds ±Inf or overflows
+        if not math.isfinite(k_norm_max):
+            self._refuse(start, chunk)
+        self.slack = rounding_slack(n, self.q_norm, k_norm_max, self.inv_var).float()
         self.margin = RESCORE_MARGIN[chunk.dtype] + math.log(start + len(chunk))
         ids = torch.arange(len(chunk), device=chunk.device)
         yield self.rows, self.q32, k32, chunk.reshape(len(chunk), n), ids, norm.square_().mul_(-0.5)
 
-    def _check_finite(self, start, chunk, norm):
-        """The chunk's finiteness (its training images are the values): from the keys' norms (K,)
-        when the keys are the chunk, else directly; finite images whose norms overflow float32
-        get their own error."""
-        if bool(torch.isfinite(norm).all()) and (self.keys_are_chunk or all_finite(chunk)):
-            return
+    @staticmethod
+    def _refuse(start, chunk):
+        """A chunk with a non-finite key norm: NaN/Inf images (when the keys are the chunk, its
+        finiteness is read off their norms, one pass instead of two), or finite images too large
+        for float32 scores."""
         if not all_finite(chunk):
             raise non_finite_error(start, len(chunk))
         raise ValueError(f"train images {start}..{start + len(chunk) - 1} are too large for the float32 "

@@ -110,6 +110,25 @@ def test_bad_train(est, bad, exc, match):
         call(est, Y, bad, 0.1)
 
 
+@pytest.mark.parametrize("est", [mmse, equivariant_mmse])
+def test_train_nan_where_the_measurement_hides_it(est):
+    """MMSE / E-MMSE read a chunk's finiteness off its keys' norms only when the keys are the
+    chunk itself; behind a mask the NaN pixel is not in the keys, and is still refused."""
+    mask = center_box_mask(H, W, 3)
+    hidden = int(torch.nonzero(mask.flatten() == 0)[0])
+    bad = torch.where(torch.arange(H * W).reshape(H, W) == hidden, NAN, TRAIN)
+    with pytest.raises(ValueError, match=r"train.*NaN"):
+        est(Y, bad, 0.1, A=Inpainting(mask))
+
+
+@pytest.mark.parametrize("est", [mmse, equivariant_mmse])
+def test_train_too_large_for_float32_scores(est):
+    """Finite training images whose squared norms overflow float32 get their own error, not the
+    NaN/Inf one."""
+    with pytest.raises(ValueError, match=r"train images 0\.\.\d+ are too large"):
+        est(Y, TRAIN * 1e20, 0.1)
+
+
 # ----------------------------------------------------------------------------- sigma
 
 
