@@ -248,8 +248,9 @@ class _ImageSoftmax:
 
     row_parallel = True  # update touches only its rows
 
-    def __init__(self, q, rows, inv_var, A, Bop, W):
+    def __init__(self, q, rows, inv_var, A, Bop, W, key_block: int):
         self.q, self.rows, self.inv_var, self.A, self.Bop, self.W = q, rows, inv_var, A, Bop, W
+        self.key_block, self.fresh = key_block, False
         n_q, n = q.shape
         self.q64 = q.double()
         self.inv_var32 = inv_var.float()
@@ -277,6 +278,8 @@ class _ImageSoftmax:
             self._refuse(start, chunk)
         self.slack = rounding_slack(n, self.q_norm, k_norm_max, self.inv_var).float()
         self.margin = RESCORE_MARGIN[chunk.dtype] + math.log(start + len(chunk))
+        # the first chunk in one key block: each query row meets its first block, nothing to merge
+        self.fresh = start == 0 and len(chunk) <= self.key_block
         ids = torch.arange(len(chunk), device=chunk.device)
         yield self.rows, self.q32, k32, chunk.reshape(len(chunk), n), ids, norm.square_().mul_(-0.5)
 
@@ -349,25 +352,32 @@ class _ImageSoftmax:
         m_blk = torch.full((len(r),), float("-inf"), dtype=torch.float64, device=s.device)
         m_blk.scatter_reduce_(0, qi, s, "amax")
         m_old = self.m[r]
-        m_new = torch.maximum(m_old, m_blk)
-        alpha = torch.exp(m_old - m_new).nan_to_num_(0.0)  # −inf − (−inf): a query without keys yet
+        m_new = m_blk if self.fresh else torch.maximum(m_old, m_blk)
+        alpha = None if self.fresh else torch.exp(m_old - m_new).nan_to_num_(0.0)  # −inf − (−inf): no keys yet
         w = torch.exp(s - m_new[qi])
-        self.d[r] = self.d[r] * alpha + torch.zeros_like(m_blk).index_add_(0, qi, w)
+        d_blk = torch.zeros_like(m_blk).index_add_(0, qi, w)
         # (qi, pos) come from nonzero in row-major order, pos monotone in the key: coalesced
         weights = torch.sparse_coo_tensor(torch.stack([qi, pos]), w, (len(r), len(images)),
                                           is_coalesced=True, check_invariants=False)
-        self.num[r] = self.num[r] * alpha[:, None] + torch.sparse.mm(weights, images)
-        self.m[r] = m_new
+        num_blk = torch.sparse.mm(weights, images)
+        if not self.fresh:
+            d_blk += self.d[r] * alpha
+            num_blk += self.num[r] * alpha[:, None]
+        self.d[r], self.num[r], self.m[r] = d_blk, num_blk, m_new
 
     def _merge_dense(self, r, s, images):
         """Online-softmax merge of a dense (q, k) block of exact scores; ``images`` (k, n)."""
-        m_old = self.m[r]
-        m_new = torch.maximum(m_old, s.amax(1))  # finite: every row holds finite scores
-        alpha = torch.exp(m_old - m_new)
+        m_new = s.amax(1)  # finite: every row holds finite scores
+        if not self.fresh:
+            m_old = self.m[r]
+            m_new = torch.maximum(m_old, m_new)
+            alpha = torch.exp(m_old - m_new)
         w = torch.exp(s.sub_(m_new[:, None]))
-        self.d[r] = self.d[r] * alpha + w.sum(1)
-        self.num[r] = self.num[r] * alpha[:, None] + w @ images
-        self.m[r] = m_new
+        d_blk, num_blk = w.sum(1), w @ images
+        if not self.fresh:
+            d_blk += self.d[r] * alpha
+            num_blk += self.num[r] * alpha[:, None]
+        self.d[r], self.num[r], self.m[r] = d_blk, num_blk, m_new
 
 
 def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine):
@@ -387,32 +397,35 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine
     W = None if Bop is None else Bop.pinv()
     z = y if Bop is None else Bop(y)
     g_count = h * w if use_shifts else 1
-    idx = _shift_index(h, w, g_count, y.device)  # (T_g u)[n] = u[idx[g, n]]
+    idx = _shift_index(h, w, g_count, y.device) if use_shifts else None  # (T_g u)[n] = u[idx[g, n]]
     zs = _shifted_queries(z, g_count, idx)
-    feasible = _feasible_images(zs, Bop)
+    # identity and Fourier B: every (shifted) query is feasible (`_feasible_images`), no test needed
+    feasible = None if Bop is None or isinstance(Bop, FourierMultiplier) else _feasible_images(zs, Bop)
     q = (zs if W is None else W(zs)).reshape(bsz * g_count, n)
     inv_var = sig.double().pow(-2)
     inv_var = inv_var if g_count == 1 else inv_var.repeat_interleave(g_count)
-    rows = slice(0, len(feasible))  # every query feasible: a slice (views, no gathers)
-    if not bool(feasible.all()):
+    rows = slice(0, len(q))  # every query feasible: a slice (views, no gathers)
+    if feasible is not None and not bool(feasible.all()):
         rows = torch.nonzero(feasible).squeeze(1)
     chunk_size = chunk_size or default_chunk_size(1, n, DEFAULT_MAX_MEMORY)
-    state = _ImageSoftmax(q, rows, inv_var, A, Bop, W)
+    state = _ImageSoftmax(q, rows, inv_var, A, Bop, W, engine.key_block)
     stream_training(train, (c, h, w), chunk_size, y.device, dtype, state, state, engine, check_finite=False)
     return _merge_shifts(state, feasible, idx, (bsz, c, h, w)).to(dtype)
 
 
 def _merge_shifts(state, feasible, idx, shape) -> torch.Tensor:
     """Merge the per-shift softmaxes: weight of shift g ∝ ``exp(m_g) d_g``; each mean is shifted
-    back by ``T_g``. Returns (B, C, H, W)."""
+    back by ``T_g`` (``idx``: :func:`_shift_index`, ``None`` for the MMSE's identity alone;
+    ``feasible`` (B·G,) bool, ``None`` when every query is). Returns (B, C, H, W)."""
     bsz, c, h, w = shape
-    g_count = len(idx)
-    if g_count == 1:  # MMSE: one softmax per measurement, d ≥ 1 (the best key weighs 1)
-        if not bool(feasible.all()):
+    if idx is None:  # MMSE: one softmax per measurement, d ≥ 1 (the best key weighs 1)
+        if feasible is not None and not bool(feasible.all()):
             raise ValueError("no shift of the measurement is feasible (in the range of B)")
         return (state.num / state.d[:, None]).reshape(shape)
+    g_count = len(idx)
     log_mass = (state.m + torch.log(state.d)).reshape(bsz, g_count)
-    log_mass = torch.where(feasible.reshape(bsz, g_count), log_mass, torch.full_like(log_mass, float("-inf")))
+    if feasible is not None:
+        log_mass = torch.where(feasible.reshape(bsz, g_count), log_mass, torch.full_like(log_mass, float("-inf")))
     if torch.isneginf(log_mass.amax(1)).any():
         raise ValueError("no shift of the measurement is feasible (in the range of B)")
     pi = torch.softmax(log_mass, dim=1)  # (B, G)
