@@ -66,4 +66,4 @@ def all_finite(x: torch.Tensor) -> bool:
     if x.numel() == 0:
         return True
     lo, hi = torch.aminmax(x)
-    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+    return math.isfinite(lo.item()) and math.isfinite(hi.item())  # two scalars: no more tensor ops

@@ -206,7 +206,7 @@ def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_a
         else:
             consumer.merge(rows, out, lse)
             return
-    slices = iter(range(0, len(q_aug), engine.query_block))
+    slices = iter(range(0, q_aug.shape[0], engine.query_block))
     lock = threading.Lock()
 
     def next_slice():
@@ -216,7 +216,7 @@ def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_a
     def work():
         _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, key_bias, engine, next_slice)
 
-    workers = min(engine.workers or torch.get_num_threads(), -(-len(q_aug) // engine.query_block))
+    workers = min(engine.workers or torch.get_num_threads(), -(-q_aug.shape[0] // engine.query_block))
     if q_aug.is_cuda or workers == 1 or not getattr(consumer, "row_parallel", False):
         work()
         return
@@ -234,7 +234,7 @@ def _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, key_bias, engin
     """One worker of :func:`stream_scores`: take query slices ``q0`` from ``next_slice()`` until it
     returns ``None``; score each against every key block in order into one reused buffer (scores
     in ``q_aug``'s dtype, rounded to ``values``' dtype when that is narrower)."""
-    nq, nk = len(q_aug), len(k_aug)
+    nq, nk = q_aug.shape[0], k_aug.shape[0]
     query_block, key_block = engine.query_block, engine.key_block
     size = min(query_block, nq) * min(key_block, nk)
     buf = torch.empty(size, dtype=q_aug.dtype, device=q_aug.device)

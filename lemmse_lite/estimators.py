@@ -215,6 +215,11 @@ def _shifted_queries(z: torch.Tensor, g_count: int, idx: torch.Tensor) -> torch.
     return z.flatten(2)[:, :, idx[minus_g]].permute(0, 2, 1, 3).reshape(bsz * g_count, c, h, w)
 
 
+def _as_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t.float()`` without a dispatch when ``t`` is float32 already (a call's small ops add up)."""
+    return t if t.dtype == torch.float32 else t.float()
+
+
 def rounding_slack(n: int, q_norm: torch.Tensor, k_norm_max: float, inv_var: torch.Tensor) -> torch.Tensor:
     """(Q,) float64 bound on the float32 rounding error of the scores ``(q·k − ‖k‖²/2)/σ²`` of
     whole-image queries of norm ``q_norm`` (Q,) against keys of norm at most ``k_norm_max``
@@ -265,23 +270,24 @@ class _ImageSoftmax:
     def __call__(self, start, chunk):
         n = self.q.shape[1]
         if not self.keys_are_chunk and not all_finite(chunk):  # before A would name it "x"
-            raise non_finite_error(start, len(chunk))
+            raise non_finite_error(start, chunk.shape[0])
         meas = chunk if isinstance(self.A, Denoising) else self.A(chunk)  # the identity: no copy, no re-check
         meas = meas if self.Bop is None else self.Bop(meas)
-        self.keys = (meas if self.W is None else self.W(meas)).reshape(len(chunk), n)
+        self.keys = (meas if self.W is None else self.W(meas)).reshape(chunk.shape[0], n)
         if self.q32 is None:
             self._start(self.keys)
-        k32 = (self.keys if self.centre is None else self.keys - self.centre).float()
+        k32 = _as_float32(self.keys if self.centre is None else self.keys - self.centre)
         norm = torch.linalg.vector_norm(k32, dim=1)
         k_norm_max = float(norm.max())  # NaN if a key holds NaN, Inf if one holds ±Inf or overflows
         if not math.isfinite(k_norm_max):
             self._refuse(start, chunk)
-        self.slack = rounding_slack(n, self.q_norm, k_norm_max, self.inv_var).float()
-        self.margin = RESCORE_MARGIN[chunk.dtype] + math.log(start + len(chunk))
+        self.slack = (self.q_norm + k_norm_max).square_().mul_(self.slack_factor).float()  # rounding_slack
+        self.margin = RESCORE_MARGIN[chunk.dtype] + math.log(start + chunk.shape[0])
         # the first chunk in one key block: each query row meets its first block, nothing to merge
-        self.fresh = start == 0 and len(chunk) <= self.key_block
-        ids = torch.arange(len(chunk), device=chunk.device)
-        yield self.rows, self.q32, k32, chunk.reshape(len(chunk), n), ids, norm.square_().mul_(-0.5)
+        self.fresh = start == 0 and chunk.shape[0] <= self.key_block
+        ids = torch.arange(chunk.shape[0], device=chunk.device)
+        values = self.keys if self.keys_are_chunk else chunk.reshape(chunk.shape[0], n)
+        yield self.rows, self.q32, k32, values, ids, norm.square_().mul_(-0.5)
 
     @staticmethod
     def _refuse(start, chunk):
@@ -289,37 +295,42 @@ class _ImageSoftmax:
         finiteness is read off their norms, one pass instead of two), or finite images too large
         for float32 scores."""
         if not all_finite(chunk):
-            raise non_finite_error(start, len(chunk))
-        raise ValueError(f"train images {start}..{start + len(chunk) - 1} are too large for the float32 "
+            raise non_finite_error(start, chunk.shape[0])
+        raise ValueError(f"train images {start}..{start + chunk.shape[0] - 1} are too large for the float32 "
                          "screening scores (their squared norms overflow float32)")
 
     def _start(self, keys):
         """At the first chunk: the centre (with a pre-inverse), the float32 queries in the keys'
         coordinates (no per-query offset: it cancels in the candidate test) and their norms."""
         self.centre = None if self.W is None else centre_on_first_key(keys)
-        qc = (self.q if self.centre is None else self.q - self.centre).float()
+        qc = _as_float32(self.q if self.centre is None else self.q - self.centre)
         self.q_norm = torch.linalg.vector_norm(qc, dim=1).double()
+        # rounding_slack(n, q_norm, k, inv_var) = slack_factor · (q_norm + k)², per chunk
+        self.slack_factor = rounding_slack(qc.shape[1], torch.zeros_like(self.q_norm), 1.0, self.inv_var)
         self.q32 = qc[self.rows]
         # float64 queries in the keys' coordinates and −‖q‖²/2 (Q,), for the exact log-weights
         self.q64c = self.q64 if self.centre is None else self.q64 - self.centre.double()
         self.q_bias = self.q64c.square().sum(1).mul_(-0.5)
+        self.q_bias_col, self.inv_var_col = self.q_bias[:, None], self.inv_var[:, None]  # (Q, 1) views
 
     def update(self, rows, scores, values_t, key_ids):
         """One (q, k) block of float32 scores; ``values_t`` (n, k) the images, ``key_ids`` (k,)
         the keys' positions in the chunk."""
         slack, iv = self.slack[rows], self.inv_var32[rows]
-        m_low = torch.maximum(self.m_low[rows], scores.amax(1).mul_(iv).sub_(slack))
+        m_low = scores.amax(1).mul_(iv).sub_(slack)
+        if not self.fresh:  # the first block: no earlier bound to improve on
+            m_low = torch.maximum(self.m_low[rows], m_low)
         self.m_low[rows] = m_low
         cand = scores >= m_low.sub_(slack).sub_(self.margin).div_(iv)[:, None]  # the scores are ŝ σ²
         qi, kj = torch.nonzero(cand, as_tuple=True)
-        if len(qi) == 0:  # every key of the block is negligible for every query
+        if qi.shape[0] == 0:  # every key of the block is negligible for every query
             return
         used, pos = torch.unique(kj, return_inverse=True)  # the block's candidate keys; each pair's
         k64 = self.keys.index_select(0, key_ids[used]).double()  # index_select: ~3x faster than []
         images = k64 if self.keys_are_chunk else values_t.T.index_select(0, used).double()
         kc = k64 if self.centre is None else k64 - self.centre.double()
         k_bias = kc.square().sum(1).mul_(-0.5)  # −‖k‖²/2 (U,)
-        if scores.is_cuda or len(scores) * len(used) <= PAIR_COST * len(qi):  # every (query, used key) pair
+        if scores.is_cuda or scores.shape[0] * used.shape[0] <= PAIR_COST * qi.shape[0]:  # every (query, used key) pair
             self._merge_dense(rows, self._dense_scores(rows, kc, k_bias), images)
         else:
             r = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
@@ -329,10 +340,10 @@ class _ImageSoftmax:
         """Query rows ``r`` (q,), P candidate pairs (local query ``qi``, key ``pos``) among (U, n)
         float64 keys with ``−‖k‖²/2`` (U,) -> (P,) float64 ``(q·k − ‖k‖²/2 − ‖q‖²/2)/σ²``: the dot
         products of the pairs only, by one sampled sparse product (CPU; no gathered rows)."""
-        crow = torch.zeros(len(r) + 1, dtype=torch.long, device=qi.device)
-        crow[1:] = torch.bincount(qi, minlength=len(r)).cumsum(0)
-        pattern = torch.sparse_csr_tensor(crow, pos, torch.zeros(len(qi), dtype=torch.float64, device=qi.device),
-                                          (len(r), len(kc)), check_invariants=False)
+        crow = torch.zeros(r.shape[0] + 1, dtype=torch.long, device=qi.device)
+        crow[1:] = torch.bincount(qi, minlength=r.shape[0]).cumsum(0)
+        pattern = torch.sparse_csr_tensor(crow, pos, torch.zeros(qi.shape[0], dtype=torch.float64, device=qi.device),
+                                          (r.shape[0], kc.shape[0]), check_invariants=False)
         dot = torch.sparse.sampled_addmm(pattern, self.q64c[r], kc.T).values()
         qg = r[qi]
         return dot.add_(k_bias[pos]).add_(self.q_bias[qg]).mul_(self.inv_var[qg])
@@ -342,14 +353,14 @@ class _ImageSoftmax:
         (q, k) float64 ``−‖q − k‖²/(2σ²) = (q·k − ‖k‖²/2 − ‖q‖²/2)/σ²`` (centred like the
         screening scores)."""
         s = torch.addmm(k_bias, self.q64c[r], kc.T)
-        return s.add_(self.q_bias[r][:, None]).mul_(self.inv_var[r][:, None])
+        return s.add_(self.q_bias_col[r]).mul_(self.inv_var_col[r])
 
     def _merge_pairs(self, r, qi, s, pos, images):
         """Online-softmax merge of P candidate pairs: local query ``qi`` (P,), score ``s`` (P,),
         key ``pos`` (P,) among the block's candidate ``images`` (U, n); the weighted sum of each
         query's images is one sparse (q, U) @ (U, n) product (an ``index_add_`` of P image rows
         was ~50x slower)."""
-        m_blk = torch.full((len(r),), float("-inf"), dtype=torch.float64, device=s.device)
+        m_blk = torch.full((r.shape[0],), float("-inf"), dtype=torch.float64, device=s.device)
         m_blk.scatter_reduce_(0, qi, s, "amax")
         m_old = self.m[r]
         m_new = m_blk if self.fresh else torch.maximum(m_old, m_blk)
@@ -357,7 +368,7 @@ class _ImageSoftmax:
         w = torch.exp(s - m_new[qi])
         d_blk = torch.zeros_like(m_blk).index_add_(0, qi, w)
         # (qi, pos) come from nonzero in row-major order, pos monotone in the key: coalesced
-        weights = torch.sparse_coo_tensor(torch.stack([qi, pos]), w, (len(r), len(images)),
+        weights = torch.sparse_coo_tensor(torch.stack([qi, pos]), w, (r.shape[0], images.shape[0]),
                                           is_coalesced=True, check_invariants=False)
         num_blk = torch.sparse.mm(weights, images)
         if not self.fresh:
@@ -404,13 +415,14 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine
     q = (zs if W is None else W(zs)).reshape(bsz * g_count, n)
     inv_var = sig.double().pow(-2)
     inv_var = inv_var if g_count == 1 else inv_var.repeat_interleave(g_count)
-    rows = slice(0, len(q))  # every query feasible: a slice (views, no gathers)
+    rows = slice(0, q.shape[0])  # every query feasible: a slice (views, no gathers)
     if feasible is not None and not bool(feasible.all()):
         rows = torch.nonzero(feasible).squeeze(1)
     chunk_size = chunk_size or default_chunk_size(1, n, DEFAULT_MAX_MEMORY)
     state = _ImageSoftmax(q, rows, inv_var, A, Bop, W, engine.key_block)
     stream_training(train, (c, h, w), chunk_size, y.device, dtype, state, state, engine, check_finite=False)
-    return _merge_shifts(state, feasible, idx, (bsz, c, h, w)).to(dtype)
+    out = _merge_shifts(state, feasible, idx, (bsz, c, h, w))
+    return out if out.dtype == dtype else out.to(dtype)
 
 
 def _merge_shifts(state, feasible, idx, shape) -> torch.Tensor:
