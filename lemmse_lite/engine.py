@@ -244,14 +244,21 @@ def _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, key_bias, engin
     for q0 in iter(next_slice, None):
         q1 = min(q0 + query_block, nq)
         r = slice(rows.start + q0, rows.start + q1) if isinstance(rows, slice) else rows[q0:q1]
+        qa = _part(q_aug, q0, q1)
         for k0 in range(0, nk, key_block):
             k1 = min(k0 + key_block, nk)
-            ids = None if key_ids is None else key_ids[k0:k1]
+            ids = None if key_ids is None else _part(key_ids, k0, k1)
             out = buf[: (q1 - q0) * (k1 - k0)].view(q1 - q0, k1 - k0)
             if key_bias is None:
-                scores = torch.mm(q_aug[q0:q1], k_aug[k0:k1].T, out=out)
+                scores = torch.mm(qa, _part(k_aug, k0, k1).T, out=out)
             else:
-                scores = torch.addmm(key_bias[k0:k1], q_aug[q0:q1], k_aug[k0:k1].T, out=out)
+                scores = torch.addmm(_part(key_bias, k0, k1), qa, _part(k_aug, k0, k1).T, out=out)
             if narrow is not None:
                 scores = narrow[: out.numel()].view_as(out).copy_(scores)
-            consumer.update(r, scores, values[k0:k1].T, ids)
+            consumer.update(r, scores, _part(values, k0, k1).T, ids)
+
+
+def _part(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """``t[a:b]``, or ``t`` itself when that is all of it (one tensor op fewer per block: a call
+    of a small problem is made of such ops)."""
+    return t if a == 0 and b == t.shape[0] else t[a:b]

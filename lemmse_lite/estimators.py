@@ -170,7 +170,9 @@ def centre_on_first_key(keys: torch.Tensor) -> torch.Tensor:
 # ≤ e^−margin of the best together, whatever N — below the rounding of the returned mean
 # (e⁻²⁰ = 2e-9 against float32's 6e-8; e⁻⁴⁰ = 4e-18 against float64's 1.1e-16).
 RESCORE_MARGIN = {torch.float32: 20.0, torch.float64: 40.0}
-PAIR_COST = 4  # rescore candidate pairs alone (sampled sparse product) when a dense product would cost 4x their number (measured, 32×32)
+# candidate pairs are rescored alone (sampled sparse product) when a dense product over every
+# (query, candidate key) pair would cost more than PAIR_COST times their number (measured, 32×32)
+PAIR_COST = 4
 FLOAT32_UNIT = 2.0**-24  # unit round-off u of float32
 
 
@@ -330,7 +332,7 @@ class _ImageSoftmax:
         images = k64 if self.keys_are_chunk else values_t.T.index_select(0, used).double()
         kc = k64 if self.centre is None else k64 - self.centre.double()
         k_bias = kc.square().sum(1).mul_(-0.5)  # −‖k‖²/2 (U,)
-        if scores.is_cuda or scores.shape[0] * used.shape[0] <= PAIR_COST * qi.shape[0]:  # every (query, used key) pair
+        if scores.is_cuda or scores.shape[0] * used.shape[0] <= PAIR_COST * qi.shape[0]:
             self._merge_dense(rows, self._dense_scores(rows, kc, k_bias), images)
         else:
             r = torch.arange(rows.start, rows.stop, device=scores.device) if isinstance(rows, slice) else rows
@@ -342,7 +344,8 @@ class _ImageSoftmax:
         products of the pairs only, by one sampled sparse product (CPU; no gathered rows)."""
         crow = torch.zeros(r.shape[0] + 1, dtype=torch.long, device=qi.device)
         crow[1:] = torch.bincount(qi, minlength=r.shape[0]).cumsum(0)
-        pattern = torch.sparse_csr_tensor(crow, pos, torch.zeros(qi.shape[0], dtype=torch.float64, device=qi.device),
+        zeros = torch.zeros(qi.shape[0], dtype=torch.float64, device=qi.device)
+        pattern = torch.sparse_csr_tensor(crow, pos, zeros,
                                           (r.shape[0], kc.shape[0]), check_invariants=False)
         dot = torch.sparse.sampled_addmm(pattern, self.q64c[r], kc.T).values()
         qg = r[qi]
