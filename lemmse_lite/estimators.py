@@ -365,29 +365,33 @@ class _ImageSoftmax:
         was ~50x slower)."""
         m_blk = torch.full((r.shape[0],), float("-inf"), dtype=torch.float64, device=s.device)
         m_blk.scatter_reduce_(0, qi, s, "amax")
-        m_old = self.m[r]
-        m_new = m_blk if self.fresh else torch.maximum(m_old, m_blk)
-        alpha = None if self.fresh else torch.exp(m_old - m_new).nan_to_num_(0.0)  # −inf − (−inf): no keys yet
+        m_new, alpha = self._running_max(r, m_blk)
         w = torch.exp(s - m_new[qi])
-        d_blk = torch.zeros_like(m_blk).index_add_(0, qi, w)
         # (qi, pos) come from nonzero in row-major order, pos monotone in the key: coalesced
         weights = torch.sparse_coo_tensor(torch.stack([qi, pos]), w, (r.shape[0], images.shape[0]),
                                           is_coalesced=True, check_invariants=False)
-        num_blk = torch.sparse.mm(weights, images)
-        if not self.fresh:
-            d_blk += self.d[r] * alpha
-            num_blk += self.num[r] * alpha[:, None]
-        self.d[r], self.num[r], self.m[r] = d_blk, num_blk, m_new
+        d_blk = torch.zeros_like(m_blk).index_add_(0, qi, w)
+        self._store(r, m_new, alpha, d_blk, torch.sparse.mm(weights, images))
 
     def _merge_dense(self, r, s, images):
         """Online-softmax merge of a dense (q, k) block of exact scores; ``images`` (k, n)."""
-        m_new = s.amax(1)  # finite: every row holds finite scores
-        if not self.fresh:
-            m_old = self.m[r]
-            m_new = torch.maximum(m_old, m_new)
-            alpha = torch.exp(m_old - m_new)
+        m_new, alpha = self._running_max(r, s.amax(1))
         w = torch.exp(s.sub_(m_new[:, None]))
-        d_blk, num_blk = w.sum(1), w @ images
+        self._store(r, m_new, alpha, w.sum(1), w @ images)
+
+    def _running_max(self, r, m_blk):
+        """Rows ``r``'s new running maximum with the block's ``m_blk`` (q,), and ``alpha =
+        exp(m_old − m_new)`` rescaling their running sums (``None`` on a fresh block; 0 for a row
+        with no key yet, −inf − (−inf))."""
+        if self.fresh:
+            return m_blk, None
+        m_old = self.m[r]
+        m_new = torch.maximum(m_old, m_blk)
+        return m_new, torch.exp(m_old - m_new).nan_to_num_(0.0)
+
+    def _store(self, r, m_new, alpha, d_blk, num_blk):
+        """Online-softmax update of rows ``r``: the block's denominator ``d_blk`` (q,) and numerator
+        ``num_blk`` (q, n), relative to ``m_new``, plus the running ones rescaled by ``alpha``."""
         if not self.fresh:
             d_blk += self.d[r] * alpha
             num_blk += self.num[r] * alpha[:, None]
