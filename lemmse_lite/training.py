@@ -12,7 +12,16 @@ model, optimiser, scheduler, generator, history, accumulators; ``state_dict`` /
 ``load_state_dict`` are the checkpoint), :func:`train_step`, and :func:`train`, which runs the
 loop with checkpoints. Optimiser: AdamW, linear warm-up then cosine decay, gradient clipping, an
 exponential moving average (EMA) of the weights -- the EMA weights are what ``train`` leaves in
-the model. bfloat16 autocast and ``torch.compile`` are used on CUDA only.
+the model. bfloat16 autocast is used on CUDA only; ``torch.compile`` on any device when asked.
+
+Crops (``TrainConfig.crop``): a local network of receptive field ``P`` needs no whole image to
+learn from. With ``crop = c`` each measured example is cut to a ``c x c`` window at a uniform random
+offset (wrapping around, as the circular patches of the estimators do), the network runs on the
+crop, and the loss is taken on the ``(c - P + 1)^2`` inner pixels only: their receptive fields
+never wrap inside the crop, so their outputs are exactly those the network would give on the whole
+image. The loss is therefore an unbiased estimate of ``eq-training-loss`` over a uniform random
+subset of pixels, and one step can draw many more images, noise levels and noise patterns for the
+same arithmetic.
 
 Reproducibility: every random draw (minibatch, sigma, noise) comes from one ``torch.Generator``
 on the training device whose state is checkpointed with the rest of the state, so a run that is
@@ -55,6 +64,7 @@ __all__ = [
     "fingerprint",
     "load_checkpoint",
     "load_run",
+    "random_crops",
     "sample_batch",
     "save_checkpoint",
     "save_run",
@@ -65,6 +75,7 @@ __all__ = [
 CHECKPOINT_FORMAT = "lemmse_lite.training/1"
 RUN_MODEL, RUN_HISTORY, RUN_CHECKPOINT = "model.pt", "history.json", "checkpoint.pt"
 SIGMA_LAWS = ("uniform", "log-uniform")  # law of sigma over sigma_range (log-uniform: diffusion, course/10)
+SIGMA_BINS = 8  # equal-width bins of sigma for the per-noise-level loss of the history
 
 
 class CheckpointError(RuntimeError):
@@ -82,8 +93,12 @@ class TrainConfig:
     learning rate of AdamW (``weight_decay``), reached after ``warmup`` steps (``None``:
     ``min(100, steps // 20)``) and decayed with a cosine to 0 at ``steps``. ``ema``: EMA decay
     of the weights (``0``/``None``: no averaging). ``clip``: max global gradient norm (``None``:
-    no clipping). ``amp``: bfloat16 autocast (``None``: on CUDA only; CUDA only). ``compile``:
-    ``torch.compile`` the forward pass (CUDA only, otherwise ignored). ``seed``: the one
+    no clipping). ``amp``: bfloat16 autocast of the forward pass (``None``: on CUDA only; on a CPU
+    with native bfloat16 -- AVX512-BF16 or AMX -- it measured 2.2x per step for the course's
+    ResNet; elsewhere it is emulated and slow). ``compile``:
+    ``torch.compile`` the forward pass (any device; ~1.6x per step on 2 CPU cores for the course's
+    ResNet, after ~20 s of compilation). ``crop``: side ``c`` of the training crops (``None``:
+    whole images; see the module docstring), at least the patch size + 2 and at most the image side. ``seed``: the one
     generator behind every random draw. ``log_every``: history interval (``None``:
     ``max(1, steps // 100)``). ``checkpoint_every``: steps between checkpoints. ``device``:
     ``None`` = ``"cuda"`` if available, else ``"cpu"``.
@@ -104,6 +119,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     device: str | None = None
     sigma_law: str = "uniform"
+    crop: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "sigma_range", _check_sigma_range(self.sigma_range))
@@ -113,6 +129,7 @@ class TrainConfig:
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.checkpoint_every, "checkpoint_every")
         check_positive_int(self.log_every, "log_every", allow_none=True)
+        check_positive_int(self.crop, "crop", allow_none=True)
         for name in ("lr", "weight_decay", "ema", "clip"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value)
@@ -128,8 +145,6 @@ class TrainConfig:
         device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         cuda = device.type == "cuda"
         amp = cuda if self.amp is None else bool(self.amp)
-        if amp and not cuda:
-            raise ValueError("amp (bfloat16 autocast) is only supported on CUDA here")
         return dataclasses.replace(
             self,
             warmup=min(100, self.steps // 20) if self.warmup is None else self.warmup,
@@ -143,8 +158,10 @@ class TrainConfig:
         """The fields a resumed run must share with its checkpoint (part of the fingerprint)."""
         keys = ("steps", "batch_size", "lr", "weight_decay", "warmup", "ema", "clip", "amp", "seed",
                 "log_every")
-        law = {} if self.sigma_law == "uniform" else {"sigma_law": self.sigma_law}  # old runs keep their keys
-        return {"sigma_range": list(self.sigma_range), **law, **{k: getattr(self, k) for k in keys}}
+        extra = {} if self.sigma_law == "uniform" else {"sigma_law": self.sigma_law}  # old runs keep their keys
+        if self.crop is not None:
+            extra["crop"] = self.crop
+        return {"sigma_range": list(self.sigma_range), **extra, **{k: getattr(self, k) for k in keys}}
 
 
 def _check_sigma_range(sigma_range):
@@ -183,6 +200,12 @@ class TrainHistory:
     entry; ``lr``: learning rate of the logged step; ``time``: mean wall-clock seconds per step over
     the same window. ``steps``: planned total, ``completed``: steps done so far. ``model``: the
     trained model holding the EMA weights (not saved in checkpoints).
+
+    ``sigma_edges``: the :data:`SIGMA_BINS` + 1 edges of equal-width bins of sigma over
+    ``sigma_range``; ``loss_by_sigma``: per logged window, the mean unweighted loss
+    ``mean (N(z, sigma) - x)^2`` of the examples whose sigma fell in each bin (``None`` for an
+    empty bin) -- the risk per noise level that ``course/06_training.md`` compares with the
+    LE-MMSE's.
     """
 
     step: list = field(default_factory=list)
@@ -193,6 +216,8 @@ class TrainHistory:
     completed: int = 0
     total_time: float = 0.0
     fingerprint: dict = field(default_factory=dict)
+    sigma_edges: list = field(default_factory=list)
+    loss_by_sigma: list = field(default_factory=list)
     model: object = field(default=None, repr=False, compare=False)
 
     def as_dict(self):
@@ -325,6 +350,8 @@ class TrainState:
     generator: torch.Generator
     history: TrainHistory
     loss_sum: torch.Tensor
+    bin_sum: torch.Tensor = None
+    bin_count: torch.Tensor = None
     n_steps: int = 0
     seconds: float = 0.0
     forward: object = field(default=None, repr=False)
@@ -335,16 +362,18 @@ class TrainState:
         device = torch.device(config.device)
         model.to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        compiled = config.compile and device.type == "cuda"
         return cls(
             model=model,
             ema_model=copy.deepcopy(model).requires_grad_(False),
             optimizer=optimizer,
             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.steps, config.warmup)),
             generator=torch.Generator(device=device).manual_seed(config.seed),
-            history=TrainHistory(steps=config.steps, fingerprint=fingerprint_ or {}, model=model),
+            history=TrainHistory(steps=config.steps, fingerprint=fingerprint_ or {}, model=model,
+                                 sigma_edges=torch.linspace(*config.sigma_range, SIGMA_BINS + 1).tolist()),
             loss_sum=torch.zeros((), dtype=torch.float64, device=device),
-            forward=torch.compile(model) if compiled else model,
+            bin_sum=torch.zeros(SIGMA_BINS, dtype=torch.float64, device=device),
+            bin_count=torch.zeros(SIGMA_BINS, dtype=torch.float64, device=device),
+            forward=torch.compile(model) if config.compile else model,
         )
 
     def state_dict(self) -> dict:
@@ -358,7 +387,8 @@ class TrainState:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "history": self.history.as_dict(),
-            "accumulator": {"loss": self.loss_sum.detach().cpu(), "n": self.n_steps, "time": self.seconds},
+            "accumulator": {"loss": self.loss_sum.detach().cpu(), "n": self.n_steps, "time": self.seconds,
+                            "bin_sum": self.bin_sum.cpu(), "bin_count": self.bin_count.cpu()},
             "fingerprint": self.history.fingerprint,
         }
 
@@ -374,9 +404,12 @@ class TrainState:
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        for k in ("step", "loss", "lr", "time", "completed", "total_time"):
-            setattr(self.history, k, state["history"][k])
+        for k in ("step", "loss", "lr", "time", "completed", "total_time", "sigma_edges", "loss_by_sigma"):
+            setattr(self.history, k, state["history"].get(k, []))
         self.loss_sum.copy_(state["accumulator"]["loss"])
+        for k in ("bin_sum", "bin_count"):
+            if k in state["accumulator"]:
+                getattr(self, k).copy_(state["accumulator"][k])
         self.n_steps, self.seconds = state["accumulator"]["n"], state["accumulator"]["time"]
 
 
@@ -398,6 +431,35 @@ def sample_batch(state: TrainState, images: torch.Tensor, config: TrainConfig) -
     return images[idx]
 
 
+def random_crops(z: torch.Tensor, x: torch.Tensor, size: int, generator: torch.Generator,
+                 stride: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size x size`` windows of ``z`` and ``x`` ``(B, C, H, W)`` at one uniform random offset per
+    example (a multiple of ``stride``, so that a network equivariant to ``stride``-shifts only sees
+    its pooling grid unchanged), wrapping around the borders. Returns ``(z_crop, x_crop)``,
+    ``(B, C, size, size)`` each."""
+    n, c, H, W = z.shape
+    dev = generator.device
+    oy = torch.randint(H // stride, (n,), generator=generator, device=dev).to(z.device) * stride
+    ox = torch.randint(W // stride, (n,), generator=generator, device=dev).to(z.device) * stride
+    ar = torch.arange(size, device=z.device)
+    rows, cols = (oy[:, None] + ar) % H, (ox[:, None] + ar) % W          # (B, size) each
+    idx = (rows[:, :, None] * W + cols[:, None, :]).view(n, 1, -1).expand(n, c, -1)
+    def cut(t):
+        return t.flatten(2).gather(2, idx).view(n, c, size, size)
+    return cut(z), cut(x)
+
+
+def _check_crop(config: TrainConfig, model, shape) -> None:
+    """A crop must hold at least one pixel whose receptive field does not wrap, fit the images,
+    and keep a stride-``s`` network's grid (``crop % s == 0``)."""
+    if config.crop is None:
+        return
+    p, s = model.patch_size, getattr(model, "shift_stride", 1)
+    if not (p + 2 <= config.crop <= min(shape[-2:])) or config.crop % s:
+        raise ValueError(f"crop must be an integer in [patch_size + 2, image side] = [{p + 2}, "
+                         f"{min(shape[-2:])}]{f' and a multiple of {s}' if s > 1 else ''}, got {config.crop}")
+
+
 def train_step(state: TrainState, x: torch.Tensor, A, B, config: TrainConfig) -> torch.Tensor:
     """One optimisation step of ``eq-training-loss`` (``course/06_training.md``) on the clean
     minibatch ``x`` ``(B, C, H, W)``: ``sigma ~ U[sigma_min, sigma_max]`` ``(B,)`` (or ``log sigma``
@@ -412,13 +474,17 @@ def train_step(state: TrainState, x: torch.Tensor, A, B, config: TrainConfig) ->
     sigma = lo + (hi - lo) * u if config.sigma_law == "uniform" else lo * (hi / lo) ** u
     y = measure(A, x, sigma, gen)
     z = B(y) if B is not None else y
+    if config.crop is not None:
+        z, x = random_crops(z, x, config.crop, gen, getattr(state.model, "shift_stride", 1))
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.amp):
-        out = (state.forward or state.model)(z, sigma)
+        out = (state.model if state.forward is None else state.forward)(z, sigma)  # a compiled module has no truth value
+    if config.crop is not None:  # only the pixels whose receptive field does not wrap in the crop
+        r = state.model.patch_size // 2
+        out, x = out[..., r:out.shape[-2] - r, r:out.shape[-1] - r], x[..., r:x.shape[-2] - r, r:x.shape[-1] - r]
     weight = getattr(state.model, "loss_weight", None)  # EDM's lambda(sigma) (course/10_diffusion.md)
-    if weight is None:
-        loss = F.mse_loss(out.float(), x)
-    else:
-        loss = (weight(sigma)[:, None, None, None] * (out.float() - x) ** 2).mean()
+    each = ((out.float() - x) ** 2).flatten(1).mean(1)  # (B,) unweighted loss per example
+    loss = each.mean() if weight is None else (weight(sigma) * each).mean()
+    _bin_losses(state, each.detach(), sigma, config)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.clip:
@@ -434,6 +500,14 @@ def train_step(state: TrainState, x: torch.Tensor, A, B, config: TrainConfig) ->
     return loss.detach()
 
 
+def _bin_losses(state: TrainState, each, sigma, config: TrainConfig) -> None:
+    """Add the per-example losses ``each`` ``(B,)`` to the bins of their ``sigma``."""
+    lo, hi = config.sigma_range
+    k = ((sigma - lo) / max(hi - lo, 1e-12) * SIGMA_BINS).long().clamp(0, SIGMA_BINS - 1)
+    state.bin_sum.index_add_(0, k, each.double())
+    state.bin_count.index_add_(0, k, torch.ones_like(each, dtype=torch.float64))
+
+
 def _log(state: TrainState, lr: float, bar) -> None:
     """Close the logging window: append mean loss / lr / seconds per step to the history."""
     hist, n = state.history, state.n_steps
@@ -441,6 +515,9 @@ def _log(state: TrainState, lr: float, bar) -> None:
     hist.loss.append(float(state.loss_sum) / n)
     hist.lr.append(float(lr))
     hist.time.append(state.seconds / n)
+    means = (state.bin_sum / state.bin_count).tolist()
+    hist.loss_by_sigma.append([m if c > 0 else None for m, c in zip(means, state.bin_count.tolist())])
+    state.bin_sum.zero_(), state.bin_count.zero_()
     state.loss_sum.zero_()
     state.n_steps, state.seconds = 0, 0.0
     bar.set_postfix(loss=f"{hist.loss[-1]:.3g}", lr=f"{lr:.2g}")
@@ -493,8 +570,9 @@ def _open_checkpoint(state: TrainState, path, resume, overwrite) -> None:
         ) from exc
 
 
-def _run_steps(state, images, A, B, config, until, path, progress) -> None:
-    """Steps ``history.completed .. until - 1``, logging and checkpointing on schedule."""
+def _run_steps(state, images, A, B, config, until, path, progress, callback=None) -> None:
+    """Steps ``history.completed .. until - 1``, logging and checkpointing on schedule;
+    ``callback(state)`` after each step."""
     hist = state.history
     bar = tqdm(total=config.steps, initial=hist.completed, disable=not progress, desc="train", leave=False)
     t_start = time.perf_counter()
@@ -506,6 +584,8 @@ def _run_steps(state, images, A, B, config, until, path, progress) -> None:
         if hist.completed % config.log_every == 0 or hist.completed == config.steps:
             _log(state, step_lr, bar)
         bar.update(1)
+        if callback is not None:
+            callback(state)
         if path is not None and hist.completed % config.checkpoint_every == 0 and hist.completed < until:
             save_checkpoint(path, state.state_dict())
     bar.close()
@@ -514,7 +594,7 @@ def _run_steps(state, images, A, B, config, until, path, progress) -> None:
 
 def train(model, images, A=None, B=None, sigma_range=None, steps=None, batch_size=None, lr=None, *,
           config: TrainConfig | None = None, checkpoint=None, resume=False, overwrite=False, until=None,
-          progress=True, **overrides):
+          progress=True, callback=None, **overrides):
     """Train ``model`` to map ``z = B(A x + sigma e)`` (and ``sigma``) to ``x``
     (``course/06_training.md``, ``eq-training-loss``).
 
@@ -532,6 +612,8 @@ def train(model, images, A=None, B=None, sigma_range=None, steps=None, batch_siz
         until: stop after this step (``<= steps``), keeping the schedule of ``steps`` -- a planned
             interruption; call again with ``resume=True`` to continue. Needs ``checkpoint``.
         progress: tqdm progress bar.
+        callback: ``callback(state)`` after every step (:class:`TrainState`; e.g. to keep
+            snapshots of ``state.ema_model``), or ``None``.
         **overrides: any other :class:`TrainConfig` field (``device``, ``seed``, ``ema``, ``clip``,
             ``amp``, ``compile``, ``weight_decay``, ``warmup``, ``log_every``,
             ``checkpoint_every``); an unknown name is a ``TypeError``.
@@ -546,11 +628,12 @@ def train(model, images, A=None, B=None, sigma_range=None, steps=None, batch_siz
     positional = {"sigma_range": sigma_range, "steps": steps, "batch_size": batch_size, "lr": lr}
     config = _make_config(config, positional, overrides).resolved()
     images = _check_images(images, model)
+    _check_crop(config, model, images.shape)
     until = _check_until(until, config.steps, checkpoint)
     state = TrainState.create(model, config, fingerprint(model, images, A, B, config))
     path = Path(checkpoint) if checkpoint is not None else None
     _open_checkpoint(state, path, resume, overwrite)
-    _run_steps(state, images.to(config.device), A, B, config, until, path, progress)
+    _run_steps(state, images.to(config.device), A, B, config, until, path, progress, callback)
     if path is not None:
         save_checkpoint(path, state.state_dict())
     if config.ema:

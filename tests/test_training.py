@@ -154,8 +154,10 @@ def test_bad_arguments():
         train(_model(), _images(), steps=4, until=2, progress=False)
     with pytest.raises(ValueError, match=r"\(N, 1, H, W\)"):
         train(_model(), torch.rand(4, 3, 8, 8), steps=2, progress=False)
-    with pytest.raises(ValueError, match="amp"):
-        train(_model(), _images(), steps=2, amp=True, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="crop"):
+        train(_model(), _images(), steps=2, crop=4, progress=False)  # smaller than P + 2
+    with pytest.raises(ValueError, match="crop"):
+        train(_model(), _images(), steps=2, crop=0, progress=False)
 
     with pytest.raises(ValueError, match="sigma_range"):
         train(_model(), _images(), sigma_range=(0.0, 0.1), steps=2, progress=False)  # sigma > 0
