@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import estimators, experiments, models, training
+from . import estimators, models, store, training
 from .checks import check_odd, check_positive_int, check_sigma
 from .operators import check_images
 from .patches import check_patch_size, extract_patches
@@ -286,7 +286,7 @@ def trained_diffusion_network(images: torch.Tensor, patch_size: int, width: int,
     images = check_images(images, "images")
     if not isinstance(config, training.TrainConfig):
         raise TypeError(f"config must be a TrainConfig (diffusion_train_config), got {type(config).__name__}")
-    settings = {"kind": "diffusion", "data": experiments.tensor_digest(images), "patch_size": patch_size,
+    settings = {"kind": "diffusion", "data": store.tensor_digest(images), "patch_size": patch_size,
                 "width": width, "depth": depth, "config": vars(config)}
     torch.manual_seed(config.seed)
     net = EDMPreconditioner(models.make_model("resnet", patch_size=patch_size, channels=images.shape[1],
@@ -298,8 +298,7 @@ def trained_diffusion_network(images: torch.Tensor, patch_size: int, width: int,
         state["trained"] = True
         return {"state_dict": {k: v.cpu() for k, v in net.state_dict().items()}, "history": hist.as_dict()}
 
-    payload = experiments.cached("diffusion-networks", settings, compute, cache,
-                                  sources=experiments.TRAINING_SOURCES + ("diffusion.py",))
+    payload = store.cached("diffusion-networks", settings, compute, cache, roots=("diffusion",))
     net.load_state_dict(payload["state_dict"])
     net = net.to(config.device or "cpu").eval()
     net.history, net.from_cache = payload["history"], not state

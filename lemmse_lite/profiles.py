@@ -22,7 +22,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-__all__ = ["FIELD_DOCS", "FULL", "PAPER", "PAPER_PROBLEMS", "PART_ONE", "PROFILES", "QUICK", "PartOneSettings", "Profile",
+__all__ = ["FIELD_DOCS", "FULL", "PAPER", "PAPER_PROBLEMS", "PART_ONE", "PART_TWO", "PROFILES", "QUICK", "PartOneSettings",
+           "PartTwoSettings", "Profile", "part_two_settings",
            "get_profile", "part_one_settings"]
 
 #: The meaning of every field of :class:`Profile` (also printed by :meth:`Profile.describe`).
@@ -49,7 +50,7 @@ FIELD_DOCS = {
     "sweep_steps": "optimisation steps of the sweep networks of chapters 07-08 (other problems, P, N)",
     "sweep_width": "`width` of the sweep networks of chapters 07-08",
     "agreement_sigmas": "noise levels of the network-vs-theory agreement tables (chapters 07-08)",
-    "n_sweep": "training-set sizes N of the N sweep (chapter 08; at least 3; n_train reuses the main network)",
+    "n_sweep": "training-set sizes N of the N sweep (chapter 08; at least 3; all sweep networks)",
     "min_agreement": "threshold (dB) on PSNR(network, reference) at sigma = 0.2, denoising, test",
     "control_margin": "threshold (dB) on the margin of the reference over the best control",
 }
@@ -154,15 +155,15 @@ QUICK = Profile(
     sigma_range=(0.02, 0.5),
     model_width=48,
     model_depth=4,
-    train_steps=300,
+    train_steps=3000,
     batch_size=32,
     lr=2e-3,
     chunk_size=100,
     seed=0,
-    sweep_steps=300,
-    sweep_width=32,
-    agreement_sigmas=(0.05, 0.2),
-    n_sweep=(50, 150, 400),
+    sweep_steps=1500,
+    sweep_width=48,
+    agreement_sigmas=(0.05, 0.1, 0.2, 0.4),
+    n_sweep=(10, 50, 150, 400),
     min_agreement=28.0,
     control_margin=1.0,
 )
@@ -467,3 +468,65 @@ def part_one_settings(profile: Profile | str | None = None) -> PartOneSettings:
     :func:`get_profile`, which also rejects unknown names): :data:`PART_ONE` for every profile."""
     get_profile(profile)
     return PART_ONE
+
+
+# ----------------------------------------------------------------------------- chapters 06-08 (part II)
+@dataclass(frozen=True)
+class PartTwoSettings:
+    """How chapters 06-08 train their networks and measure them against the theory
+    (``course/06_training.md`` .. ``course/08_generalisation.md``): :func:`part_two_settings`.
+
+    - ``train_crop``: side of the training crops (``training.TrainConfig.crop``; ``None``: whole
+      images) and ``train_batch_size`` the crops per step (``None``: ``Profile.batch_size``).
+    - ``train_compile``: ``torch.compile`` the networks while training; ``train_amp``: bfloat16
+      autocast of their forward pass (``training.TrainConfig.amp``).
+    - ``n_agreement``: test (and training) measurements of the agreement tables; ``n_boot``: the
+      bootstrap resamples of their 95 % intervals.
+    - ``curve_steps``: the steps at which the agreement-against-training-steps curve of chapter 07
+      reads the EMA weights of a run of ``2 * Profile.train_steps`` steps.
+    - ``effective_sizes``: the patch sizes P' of the effective patch size ``P_eff(sigma)``.
+    - ``n_agreement_train``: training measurements of the agreement tables (the test ones set the
+      intervals the claims are read from).
+    """
+
+    train_crop: int | None = None
+    train_batch_size: int | None = None
+    train_compile: bool = False
+    train_amp: bool = False
+    n_agreement: int = 32
+    n_boot: int = 1000
+    curve_steps: tuple = ()
+    effective_sizes: tuple = (1, 3, 5, 7, 9)
+    n_agreement_train: int = 16
+
+    def __post_init__(self):
+        for name in ("n_agreement", "n_boot", "n_agreement_train"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"PartTwoSettings.{name} must be a positive int, got {value!r}")
+        for name in ("train_crop", "train_batch_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"PartTwoSettings.{name} must be None or a positive int, got {value!r}")
+        for name in ("curve_steps",):
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in getattr(self, name)):
+                raise ValueError(f"PartTwoSettings.{name} must hold positive ints, got {getattr(self, name)!r}")
+        if any(isinstance(p, bool) or not isinstance(p, int) or p < 1 or p % 2 == 0 for p in self.effective_sizes):
+            raise ValueError(f"PartTwoSettings.effective_sizes must hold odd positive ints, got {self.effective_sizes!r}")
+
+
+#: quick: whole 32x32 images (crops measured no faster per pixel, benchmarks/train_speed.py),
+#: torch.compile and bfloat16 autocast (2.7x per step on 2 CPU cores with AVX512-BF16).
+PART_TWO = {
+    "quick": PartTwoSettings(train_crop=None, train_batch_size=None, train_compile=True, train_amp=True,
+                             n_agreement=32, n_agreement_train=16, n_boot=1000, curve_steps=(100, 300, 1000, 3000),
+                             effective_sizes=(1, 3, 5, 7, 9)),
+    "full": PartTwoSettings(train_crop=None, train_compile=True, train_amp=True, n_agreement=64, n_agreement_train=32,
+                            curve_steps=(300, 1000, 3000, 10_000)),
+}
+
+
+def part_two_settings(profile) -> PartTwoSettings:
+    """The :class:`PartTwoSettings` of ``profile`` (a :class:`Profile` or a name); ``paper`` uses ``full``'s."""
+    name = get_profile(profile).name
+    return PART_TWO["quick"] if name == "quick" else PART_TWO["full"]

@@ -45,7 +45,7 @@ from . import __version__, data, experiments, plotting
 from .profiles import PAPER_PROBLEMS
 from .tables import format_table
 
-__all__ = ["CELL_SOURCES", "Cell", "check_data", "keywords", "override", "plan", "reproduce", "results_digest",
+__all__ = ["CELL_ROOTS", "Cell", "check_data", "keywords", "override", "plan", "reproduce", "results_digest",
            "select", "write_outputs"]
 
 FAMILIES = ("resnet", "unet", "patchmlp")
@@ -58,9 +58,8 @@ GRID = (("resnet", "inpainting", None), ("resnet", "inpainting", "pinv"), ("resn
 PAPER_GRID = tuple((f, p, b) for p in PAPER_PROBLEMS[1:] for f, b in
                    ((("resnet", None), ("resnet", "pinv")) if p.startswith("inpainting") else
                     (("resnet", None), ("resnet", "tikhonov:0.01"), ("patchmlp", "tikhonov:0.01")))) + (GRID[-1],)
-#: Modules whose source enters a stored cell's key (a code change recomputes the cell).
-CELL_SOURCES = tuple(dict.fromkeys(experiments.TRAINING_SOURCES + experiments.ESTIMATOR_SOURCES
-                                   + ("experiments.py", "compare.py", "reproduce.py")))
+#: The module whose import closure enters a stored cell's key (a code change recomputes the cell).
+CELL_ROOTS = ("reproduce",)
 AGREEMENT_COLUMNS = ("cell", "network", "family", "problem", "pre_inverse", "patch_size", "n_train",
                      "split", "sigma", "n", "reference", "psnr_net_ref", "psnr_net_x", "psnr_ref_x",
                      "best_control", "margin")
@@ -107,9 +106,8 @@ def _shift_cell(family) -> Cell:
 
 
 def _sweep_net(prof, cache, progress, **kw):
-    """Chapter 08's sweep ResNet for denoising (chapter 06's network when ``kw`` are its settings)."""
-    main = all(kw.get(k) in (None, v) for k, v in (("patch_size", prof.patch_size), ("n_train", prof.n_train)))
-    sizes = {} if main else {"steps": prof.sweep_steps, "width": prof.sweep_width}
+    """Chapter 08's sweep ResNet for denoising (one width and training length for every P and N)."""
+    sizes = {"steps": prof.sweep_steps, "width": prof.sweep_width}
     return experiments.trained_network("resnet", "denoising", prof, cache=cache, progress=progress, **sizes, **kw)
 
 
@@ -120,7 +118,7 @@ def _patch_size(prof, cache, progress):
 
 def _n_sweep(prof, cache, progress):
     nets = {n: _sweep_net(prof, cache, progress, n_train=n) for n in prof.n_sweep}
-    return {"rows": experiments.n_sweep(nets, prof, sigma=0.2, cache=cache)}
+    return {"rows": experiments.n_sweep(nets, prof, sigmas=(0.2,), cache=cache)}
 
 
 def _n_eff(prof, cache, progress):
@@ -130,13 +128,14 @@ def _n_eff(prof, cache, progress):
 
 
 def _moving_hole(prof, cache, progress):
-    net = experiments.trained_network("resnet", "inpainting", prof, steps=prof.sweep_steps,
-                                      width=prof.sweep_width, cache=cache, progress=progress)
-    return experiments.moving_hole(net, prof, cache=cache)
+    net = experiments.trained_network("resnet", "inpainting", prof, cache=cache, progress=progress)
+    out = experiments.moving_hole(net, prof, cache=cache)
+    out.pop("each")
+    return out
 
 
 def _log_density(prof, cache, progress):
-    net = _sweep_net(prof, cache, progress)
+    net = experiments.trained_network("resnet", "denoising", prof, cache=cache, progress=progress)  # chapter 06's
     return {"bins": experiments.agreement_vs_log_density(net, prof, sigma=0.2, cache=cache)["bins"]}
 
 
@@ -144,7 +143,8 @@ def plan(profile) -> list[Cell]:
     """Every cell for ``profile``, in run order (the paper profile uses the paper's problems)."""
     grid = PAPER_GRID if profile.name == "paper" else GRID
     cells = [_agreement_cell(f, "denoising", None, profile, main=True) for f in FAMILIES]
-    cells += [_agreement_cell(f, p, b, profile, main=False) for f, p, b in grid]
+    # chapter 07's inpainting ResNet with B = I is a main network (its agreement is a claim of its own)
+    cells += [_agreement_cell(f, p, b, profile, main=(p, b) == ("inpainting", None)) for f, p, b in grid]
     cells += [_shift_cell(f) for f in FAMILIES]
     sweeps = (("patch-size", {"denoising", "resnet"}, _patch_size), ("n-sweep", {"denoising", "resnet"}, _n_sweep),
               ("n-eff", {"deblurring"}, _n_eff), ("moving-hole", {"inpainting", "resnet", "ood"}, _moving_hole),
@@ -181,7 +181,7 @@ def select(cells, only=None) -> list[Cell]:
 # ----------------------------------------------------------------------------- storage
 
 def _key(cell: Cell, profile) -> str:
-    return experiments.cache_key({"cell": cell.name, "profile": experiments.vars_of(profile)}, CELL_SOURCES)
+    return experiments.cache_key({"cell": cell.name, "profile": experiments.vars_of(profile)}, CELL_ROOTS)
 
 
 def _cell_path(out: Path, cell: Cell) -> Path:

@@ -143,13 +143,15 @@ def test_cells_ask_for_the_chapters_networks(monkeypatch):
             cell.run(prof, None, False)
     sweep = {"steps": prof.sweep_steps, "width": prof.sweep_width}
     chapters = [experiments.network_settings(f, "denoising", prof) for f in ("resnet", "unet", "patchmlp")]
+    chapters += [experiments.network_settings("resnet", "inpainting", prof)]   # chapter 07's, main settings
     chapters += [experiments.network_settings(f, p, prof, pre_inverse=b, **sweep) for f, p, b in (
-        ("resnet", "inpainting", None), ("resnet", "inpainting", "pinv"), ("resnet", "deblurring", None),
+        ("resnet", "inpainting", "pinv"), ("resnet", "deblurring", None),
         ("resnet", "deblurring", "tikhonov:0.01"), ("patchmlp", "deblurring", "tikhonov:0.01"))]
-    # chapter 08: P-2 (the sweep's first network; P itself is chapter 06's), N sweep's first, the hole
-    chapters += [experiments.network_settings("resnet", "denoising", prof, patch_size=prof.patch_sizes[0], **sweep),
-                 experiments.network_settings("resnet", "denoising", prof, n_train=prof.n_sweep[0], **sweep),
-                 experiments.network_settings("resnet", "inpainting", prof, **sweep)]
+    # chapter 08: the sweep networks of every P and N (one width and length); the hole is chapter 07's
+    # inpainting network
+    chapters += [experiments.network_settings("resnet", "denoising", prof, patch_size=p, **sweep)
+                 for p in prof.patch_sizes]
+    chapters += [experiments.network_settings("resnet", "denoising", prof, n_train=n, **sweep) for n in prof.n_sweep]
     # chapter 09: mri_network(), the zero-filled ResNet
     chapters += [experiments.network_settings("resnet", "mri", prof, pre_inverse="pinv", **sweep)]
     assert len(asked) == len(reproduce.plan(prof)) - 1   # every cell but n-eff trains (or loads) one first
