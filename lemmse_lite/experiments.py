@@ -20,249 +20,35 @@ read, or whose stored key differs, is ignored and recomputed: an interrupted wri
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import pickle
 from pathlib import Path
 
 import torch
 
-from . import __version__, data, estimators, metrics, models, operators, patches, profiles, training
+from . import estimators, metrics, models, operators, patches, profiles
 from .compare import compare
+from .controls import DISJOINT, SECOND_SEED, agreement_row
+from .problems import PROBLEM_OPTIONS, load_images, problem_description, problem_operators, problem_settings
+from .store import CACHE_ENV, cache_dir, cache_key, cached, tensor_digest
 from .tables import format_table
+from .zoo import network_settings, snapshot_networks, trained_network
 
 __all__ = [
     "CACHE_ENV", "PAPER", "agreement", "agreement_vs_log_density", "cache_dir", "cache_key", "cached",
     "effective_patches_per_pre_inverse", "json_safe", "load_images", "load_results", "margins_table",
     "moving_hole", "n_sweep", "network_settings", "patch_size_matrix", "problem_operators", "problem_settings",
+    "agreement_curve", "risk_per_sigma", "snapshot_networks",
     "reference_names", "results_markdown", "save_results", "tensor_digest", "trained_network",
     "write_results_table",
 ]
 
-CACHE_ENV = "LEMMSE_CACHE"
-TRAINING_SOURCES = ("models.py", "training.py", "operators.py", "data.py")
-ESTIMATOR_SOURCES = ("estimators.py", "engine.py", "streaming.py", "patches.py", "operators.py",
-                     "diagnostics.py", "data.py")
-CACHE_FORMAT = "lemmse_lite.experiments/1"
 #: The paper's settings (Nguyen et al., arXiv:2601.10334), printed beside ours in the README.
 PAPER = {"n_train": "10,000", "inpainting": "centre hole 15×15; random 30 % missing",
          "deblurring": "Gaussian blur std 1.0", "patch_sizes": "5, 7, 9, 11",
          "headline": "PSNR(net, LE-MMSE) ≳ 25 dB"}
 README_BEGIN, README_END = "<!-- results:begin -->", "<!-- results:end -->"
-
-
-# ----------------------------------------------------------------------------- cache
-
-def cache_dir(path=None) -> Path:
-    """The cache folder: ``path``, else ``$LEMMSE_CACHE``, else ``.lemmse_cache`` in the repository
-    root (where ``pyproject.toml`` is) or the working directory."""
-    if path is None:
-        path = os.environ.get(CACHE_ENV, "").strip() or None
-    if path is None:
-        root = Path(__file__).resolve().parents[1]
-        path = (root if (root / "pyproject.toml").exists() else Path.cwd()) / ".lemmse_cache"
-    return Path(path).expanduser()
-
-
-def source_hash(names=TRAINING_SOURCES) -> str:
-    """sha256 of the source files ``names`` of the package (a code change changes the key)."""
-    h = hashlib.sha256()
-    for name in names:
-        h.update(name.encode())
-        h.update((Path(__file__).parent / name).read_bytes())
-    return h.hexdigest()
-
-
-def cache_key(settings: dict, sources=TRAINING_SOURCES) -> str:
-    """Key of one cached result: sha256 of the JSON of ``settings``, the package version and
-    :func:`source_hash` of ``sources``. ``settings`` must be JSON-serialisable."""
-    blob = json.dumps({"settings": settings, "version": __version__, "code": source_hash(sources)},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def tensor_digest(t: torch.Tensor) -> str:
-    """sha256 of a tensor's float32 bytes and shape (a data set, a measurement)."""
-    arr = t.detach().to("cpu", torch.float32).contiguous()
-    return hashlib.sha256(str(tuple(arr.shape)).encode() + arr.numpy().tobytes()).hexdigest()[:32]
-
-
-def _read(path: Path, key: str):
-    """The cached payload at ``path`` if it is complete and was written under ``key``, else None."""
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):  # torn or foreign
-        return None
-    if not isinstance(state, dict) or state.get("format") != CACHE_FORMAT or state.get("key") != key:
-        return None
-    return state["payload"]
-
-
-def _write(path: Path, key: str, payload) -> None:
-    """Atomic write (temporary file in the same folder, fsync, ``os.replace``)."""
-    training.save_checkpoint(path, {"format": CACHE_FORMAT, "key": key, "payload": payload})
-
-
-def cached(kind: str, settings: dict, compute, cache=None, sources=ESTIMATOR_SOURCES):
-    """``compute()`` once per key; later calls read ``<cache>/<kind>/<key>.pt``."""
-    key = cache_key(settings, sources)
-    path = cache_dir(cache) / kind / f"{key[:32]}.pt"
-    payload = _read(path, key)
-    if payload is None:
-        payload = compute()
-        _write(path, key, payload)
-    return payload
-
-
-# ----------------------------------------------------------------------------- data and problems
-
-def load_images(profile, split: str, n=None, dataset=None) -> torch.Tensor:
-    """``(N, 1, H, W)`` grey images of ``dataset`` (default ``profile.dataset``) at the profile's
-    size and seed; ``n`` defaults to ``profile.n_train`` (train) or ``profile.n_test`` (test)."""
-    if n is None:
-        n = profile.n_train if split == "train" else profile.n_test
-    return data.load(dataset or profile.dataset, split, n=n, seed=profile.seed,
-                     size=profile.image_size, grey=True)
-
-
-def problem_operators(problem: str, pre_inverse, profile):
-    """``(A, B)`` of a named problem (``operators.forward_operator``: denoising, centre-box
-    inpainting, Gaussian blur of std 1) and pre-inverse spec (``operators.pre_inverse``: None,
-    ``"pinv"``, ``"adjoint"``, ``"tikhonov:EPS"``, ...) at the profile's image size."""
-    h = w = profile.image_size
-    A = operators.forward_operator(problem.partition(":")[0], h, w, seed=profile.seed,
-                                   **problem_settings(problem, profile))
-    return A, operators.pre_inverse(A, pre_inverse)
-
-
-#: Options of ``"inpainting:OPT=V"`` / ``"deblurring:OPT=V"`` (comma-separated), e.g. the paper's
-#: ``"inpainting:box=15"``, ``"inpainting:missing=0.3"``, ``"deblurring:std=1.0"``
-#: (``profiles.PAPER_PROBLEMS``): option -> (``operators.forward_operator`` keyword, type).
-PROBLEM_OPTIONS = {"inpainting": {"box": ("box", int), "missing": ("missing_fraction", float)},
-                   "deblurring": {"std": ("blur_std", float)}}
-
-
-def _problem_options(problem: str, name: str, text: str) -> dict:
-    """``forward_operator`` keywords of the options ``text`` of ``problem`` (ValueError naming it)."""
-    options, out = PROBLEM_OPTIONS[name], {}
-    for item in filter(None, text.split(",")):
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in options:
-            raise ValueError(f"problem {problem!r}: the options of {name} are "
-                             f"{', '.join(k + '=VALUE' for k in options)}")
-        arg, kind = options[key.strip()]
-        try:
-            out[arg] = kind(value)
-        except ValueError:
-            raise ValueError(f"problem {problem!r}: {key} needs a {kind.__name__}, got {value!r}") from None
-    return out
-
-
-def problem_settings(problem: str, profile) -> dict:
-    """The settings of ``problem`` beyond its name, as keyword arguments of
-    ``operators.forward_operator``: for ``"mri"`` the acceleration, centre fraction and mask kind
-    of ``profiles.mri_settings(profile)`` (``course/09_mri.md``); ``"mri:R"`` sets the acceleration
-    to the number R (the R sweep). Other problems: none."""
-    name, _, r = problem.partition(":")
-    if name in PROBLEM_OPTIONS:
-        return _problem_options(problem, name, r)
-    if name != "mri":
-        return {}
-    m = profiles.mri_settings(profile)
-    try:
-        acceleration = float(r) if r else m.acceleration
-    except ValueError:
-        raise ValueError(f"problem {problem!r}: write 'mri' or 'mri:R' with a number R >= 1") from None
-    return {"acceleration": acceleration, "center_fraction": m.center_fraction, "mask_kind": m.mask_kind}
-
-
-def problem_description(problem: str, profile) -> str:
-    """Our setting of ``problem`` in words, read from the operator itself (for the README)."""
-    A, _ = problem_operators(problem, None, profile)
-    name, opts = problem.partition(":")[0], problem_settings(problem, profile)
-    if name == "inpainting" and "missing_fraction" in opts:
-        return f"random {100 * opts['missing_fraction']:g} % missing"
-    if name == "inpainting":
-        hole = int((A.b == 0).sum().item() ** 0.5 + 0.5)
-        return f"centre hole {hole}×{hole}"
-    if name == "deblurring":
-        k = A.kernel if hasattr(A, "kernel") else None
-        return (f"Gaussian blur std {float(opts.get('blur_std', 1.0))!r}"
-                f"{'' if k is None else f', {k.shape[-2]}×{k.shape[-1]} kernel'}")
-    if problem.partition(":")[0] == "mri":
-        m = problem_settings(problem, profile)
-        return (f"{m['mask_kind']} k-space lines, R = {A.acceleration:.2f} (target {m['acceleration']:g}), "
-                f"f_c = {m['center_fraction']:g}")
-    return "white noise"
-
-
-# ----------------------------------------------------------------------------- networks
-
-def network_settings(family, problem, profile, patch_size=None, pre_inverse=None, n_train=None,
-                     steps=None, width=None, depth=None) -> dict:
-    """Every setting that determines a trained network (the cache key's content)."""
-    return {
-        "family": str(family).lower(), "problem": problem, "pre_inverse": pre_inverse,
-        "patch_size": patch_size or profile.patch_size, "dataset": profile.dataset,
-        "image_size": profile.image_size, "n_train": n_train or profile.n_train,
-        "steps": steps or profile.train_steps, "width": width or profile.model_width,
-        "depth": profile.model_depth if depth is None else depth,
-        "batch_size": profile.batch_size, "lr": profile.lr,
-        "sigma_range": list(profile.sigma_range), "seed": profile.seed,
-        "device": torch.device(profile.device).type, **problem_settings(problem, profile),
-    }
-
-
-def _train_fresh(settings, profile, checkpoint, progress):
-    """Build and train the network of ``settings`` (resuming ``checkpoint`` if a run was cut)."""
-    images = load_images(profile, "train", n=settings["n_train"])
-    A, B = problem_operators(settings["problem"], settings["pre_inverse"], profile)
-    torch.manual_seed(settings["seed"])
-    net = models.make_model(settings["family"], patch_size=settings["patch_size"],
-                            channels=images.shape[1], width=settings["width"], depth=settings["depth"])
-    hist = training.train(net, images, A, B, tuple(settings["sigma_range"]), settings["steps"],
-                          settings["batch_size"], settings["lr"], device=profile.device,
-                          seed=settings["seed"], checkpoint=checkpoint, resume=True,
-                          checkpoint_every=max(1, settings["steps"] // 5), progress=progress)
-    return net, hist
-
-
-def trained_network(family, problem, profile, patch_size=None, pre_inverse=None, n_train=None,
-                    steps=None, width=None, depth=None, cache=None, progress=False):
-    """A network of ``family`` trained for ``problem``/``pre_inverse`` under ``profile``, loaded
-    from the cache when an identical run (same :func:`network_settings`, package version and
-    training code) was cached, trained and cached otherwise.
-
-    Returns the model in eval mode on ``profile.device``, with ``net.history`` (the training
-    history as a dict: ``step``, ``loss``, ``completed``, ...), ``net.settings`` and
-    ``net.from_cache`` (True when nothing was trained). An interrupted training resumes from its
-    checkpoint in the cache folder.
-    """
-    settings = network_settings(family, problem, profile, patch_size, pre_inverse, n_train, steps,
-                                width, depth)
-    key = cache_key(settings, TRAINING_SOURCES)
-    folder = cache_dir(cache) / "networks"
-    name = f"{settings['family']}-{problem}-P{settings['patch_size']}-{key[:16]}"
-    path = folder / f"{name}.pt"
-    payload = _read(path, key)
-    net = models.make_model(settings["family"], patch_size=settings["patch_size"], channels=1,
-                            width=settings["width"], depth=settings["depth"])
-    if payload is not None:
-        net.load_state_dict(payload["state_dict"])
-        history, from_cache = payload["history"], True
-    else:
-        ckpt = folder / f"{name}.ckpt"
-        net, hist = _train_fresh(settings, profile, ckpt, progress)
-        history, from_cache = hist.as_dict(), False
-        _write(path, key, {"state_dict": net.state_dict(), "history": history})
-        ckpt.unlink(missing_ok=True)
-    net = net.to(profile.device).eval()
-    net.history, net.settings, net.from_cache = history, settings, from_cache
-    return net
 
 
 # ----------------------------------------------------------------------------- references
@@ -334,54 +120,77 @@ def reference_estimator(spec, train, problem, pre_inverse, profile, cache=None):
 
 # ----------------------------------------------------------------------------- agreement
 
-def _agreement_row(name, net, row, problem, pre_inverse, ref, ctrl, setting):
-    """One §7.2 row from a compare() row: the reference, every control and the margin."""
-    refs = row["psnr_net_refs"]
-    trained = getattr(net, "settings", {})
-    out = {"network": name, "family": type(net).__name__, "problem": problem, "setting": setting,
-           "n_train": trained.get("n_train"), "steps": trained.get("steps"),
-           "pre_inverse": pre_inverse or "none", "patch_size": net.patch_size,
-           "split": row["split"], "sigma": row["sigma"], "n": row["n"], "reference": ref,
-           "psnr_net_ref": refs[ref], "psnr_net_x": row["psnr_net_x"],
-           "psnr_ref_x": row["psnr_refs_x"][ref]}
-    if ctrl:
-        controls = {c: refs[c] for c in ctrl}
-        controls["truth"] = row["psnr_net_x"]
-        best = max(controls, key=controls.get)
-        out.update(controls=controls, best_control=best, margin=out["psnr_net_ref"] - controls[best])
-    return out
+def _extra_references(networks, train, problem, pre_inverse, profile, disjoint, seeds, cache):
+    """The sceptic's references of THEORY-of-``eq-agreement``: the LE-MMSE(P) of a disjoint training
+    set of the same size (the next ``N`` images) and the second-seed networks (called on ``B y``)."""
+    extra = {}
+    if disjoint:
+        n = train.shape[0]
+        other = load_images(profile, "train", n=2 * n)[n:]
+        for P in sorted({net.patch_size for net in networks.values()}):
+            extra[DISJOINT.format(P=P)] = reference_estimator({"kind": "le", "P": P, "stride": 1}, other, problem,
+                                                              pre_inverse, profile, cache)
+    _, B = problem_operators(problem, pre_inverse, profile)
+    for name, net2 in (seeds or {}).items():
+        extra[SECOND_SEED.format(name=name)] = lambda y, sigma, net2=net2: _run(net2, y if B is None else B(y), sigma)
+    return extra
 
 
 def agreement(networks, problem, profile, controls=True, pre_inverse=None, sigmas=None,
               splits=("train", "test"), n_measurements=None, n_train=None, test_dataset=None,
-              cache=None, progress=False, keep_images=False):
-    """THEORY rows of ``course/07_networks_vs_theory.md`` (``eq-agreement``), one per network,
-    split and sigma: ``psnr_net_ref`` = PSNR(net, its reference), ``psnr_net_x``, ``psnr_ref_x``
-    and, with ``controls``, ``controls`` = {name: PSNR(net, control)} (the truth included),
-    ``best_control`` and ``margin`` = ``psnr_net_ref - max(controls)`` (dB).
+              cache=None, progress=False, keep_images=False, disjoint=False, seeds=None, n_boot=None,
+              sizes=None):
+    """Rows of ``course/07_networks_vs_theory.md`` (``eq-agreement``), one per network, split and
+    sigma: ``psnr_net_ref`` = PSNR(net, its reference) with its bootstrap 95 % interval
+    ``psnr_net_ref_ci`` over the measurements, ``psnr_net_x``, ``psnr_ref_x`` and, with
+    ``controls``: ``controls`` = {name: PSNR(net, control)} (the truth included), ``best_control``,
+    ``margin`` = ``psnr_net_ref - max(controls)`` (dB) with ``margin_ci``, the
+    ``discriminability`` PSNR(reference, ``nearest_control``) and the error-map correlations
+    ``error_corr_ref`` / ``error_corr_best``. Inpainting rows repeat these inside the ``"hole"``
+    and ``"outside"`` it (sub-dicts).
+
+    ``disjoint``: also the LE-MMSE(P) of the next ``N`` training images (``psnr_net_disjoint`` and
+    ``specificity`` = PSNR(net, own LE) - PSNR(net, disjoint LE) with ``specificity_ci``);
+    ``seeds``: {name: network} trained like ``networks[name]`` from another seed (one network;
+    ``psnr_net_seed``, the ceiling of any agreement); ``sizes``: patch sizes P' whose LE-MMSE every
+    network is also compared with (``by_size``, ``by_size_ci`` and the effective patch size
+    ``p_eff``, THEORY of ``course/07_networks_vs_theory.md``).
 
     ``networks``: {name: model} all trained for ``problem``/``pre_inverse`` on the first
     ``n_train`` (default ``profile.n_train``) training images; measurements are drawn by
     ``compare`` (seeded by the profile) from those images and from ``test_dataset`` (default
-    ``profile.dataset``) test images; ``sigmas`` default: ``profile.agreement_sigmas``. Returns
-    ``(rows, table)``: the list of rows and the ``ComparisonTable`` (images when ``keep_images``).
+    ``profile.dataset``) test images; ``sigmas`` default: ``profile.agreement_sigmas``;
+    ``n_boot`` default: the profile's ``part_two_settings``. Returns ``(rows, table)``: the list of
+    rows and the ``ComparisonTable`` (images when ``keep_images``).
     """
+    part2 = profiles.part_two_settings(profile)
     train = load_images(profile, "train", n=n_train)
-    test = load_images(profile, "test", n=max(profile.n_test, n_measurements or 0), dataset=test_dataset)
+    n_meas = n_measurements or profile.n_test
+    test = load_images(profile, "test", n=max(profile.n_test, n_meas), dataset=test_dataset)
     shape = tuple(train.shape[1:])
     plans = {name: reference_names(net, shape, controls) for name, net in networks.items()}
     specs = {k: v for _, _, sp in plans.values() for k, v in sp.items()}
     refs = {k: reference_estimator(v, train, problem, pre_inverse, profile, cache) for k, v in specs.items()}
+    refs.update(_extra_references(networks, train, problem, pre_inverse, profile, disjoint, seeds, cache))
+    for p in sizes or ():
+        refs.setdefault(f"LE-MMSE({p})", reference_estimator({"kind": "le", "P": p, "stride": 1}, train, problem,
+                                                             pre_inverse, profile, cache))
     A, B = problem_operators(problem, pre_inverse, profile)
     table = compare(networks, train, test, A, B, sigmas=sigmas or profile.agreement_sigmas,
-                    n_measurements=n_measurements or profile.n_test, seed=profile.seed,
-                    progress=progress, keep_images=keep_images, device=profile.device,
-                    references=refs, splits=splits)
+                    n_measurements=n_meas, seed=profile.seed, progress=progress, keep_images=True,
+                    device=profile.device, references=refs, splits=splits)
     setting = problem_description(problem, profile)
-    rows = [_agreement_row(r["architecture"], networks[r["architecture"]], r, problem, pre_inverse,
-                           *plans[r["architecture"]][:2], setting) for r in table]
-    for r in rows:
-        r["train_data"], r["test_data"] = profile.dataset, test_dataset or profile.dataset
+    mask = getattr(A, "b", None) if problem.partition(":")[0] == "inpainting" else None
+    hole = None if mask is None else (mask.reshape(mask.shape[-2:]) == 0) if mask.shape[-3] == 1 else None
+    rows = []
+    for r in table:
+        name = r["architecture"]
+        row = agreement_row(name, networks[name], table.images[(r["split"], r["sigma"])], problem, pre_inverse,
+                            *plans[name][:2], setting, hole, n_boot or part2.n_boot, profile.seed, sizes or ())
+        rows.append({**row, "split": r["split"], "sigma": r["sigma"], "train_data": profile.dataset,
+                     "test_data": test_dataset or profile.dataset})
+    if not keep_images:
+        table.images = {}
     return rows, table
 
 
@@ -408,36 +217,94 @@ def _run(net, z, sigma):
         return net(z.to(next(net.parameters()).device), sigma).float().cpu()
 
 
-def patch_size_matrix(nets, profile, sigma=0.2, cache=None):
+def _test_rows(nets, problem, profile, sigmas, n, cache, **kw):
+    """Agreement rows on ``n`` test measurements (the profile's agreement measurements)."""
+    rows, _ = agreement(nets, problem, profile, sigmas=sigmas, splits=("test",), n_measurements=n, cache=cache, **kw)
+    return rows
+
+
+def patch_size_matrix(nets, profile, sigma=0.2, n=None, cache=None):
     """Agreement matrix of ``course/08_generalisation.md``: ``nets`` = {P: denoising network with
-    receptive field P}; returns ``{"matrix": {P_net: {P_le: PSNR(net, LE-MMSE(P_le))}},
-    "nearest_mse": {P_net: mean MSE of the network's test estimate to its nearest shifted
-    training image}}`` on the profile's test measurements at ``sigma``."""
-    train, test = load_images(profile, "train"), load_images(profile, "test")
-    y = _measurements(test, "denoising", sigma, profile)
-    les = {p: reference_estimator({"kind": "le", "P": p, "stride": 1}, train, "denoising", None,
-                                  profile, cache)(y, sigma) for p in sorted(nets)}
-    matrix, nearest = {}, {}
-    for p, net in sorted(nets.items()):
-        out = _run(net, y, sigma)
-        matrix[p] = {q: float(metrics.psnr(out, le).mean()) for q, le in les.items()}
-        nearest[p] = float(metrics.nearest_training(out, train, shifts=True).mse.mean())
-    return {"matrix": matrix, "nearest_mse": nearest}
+    receptive field P} (one width and training length); on ``n`` (default
+    ``part_two_settings.n_agreement``) test measurements at ``sigma`` returns
+    ``{"matrix": {P_net: {P_le: PSNR(net, LE-MMSE(P_le))}}, "ci": {P_net: {P_le: (lo, hi)}},
+    "nearest_mse": {name: mean MSE of a test estimate to its nearest shifted training image}}``,
+    where ``name`` is ``"ResNet P"``, ``"LE-MMSE(P)"`` and ``"truth"`` (the baselines: the clean
+    test images, and the estimator the network should follow)."""
+    n = n or profiles.part_two_settings(profile).n_agreement
+    sizes = sorted(nets)
+    rows, table = agreement({p: nets[p] for p in sizes}, "denoising", profile, controls=False, sigmas=(sigma,),
+                            splits=("test",), n_measurements=n, cache=cache, sizes=sizes, keep_images=True)
+    by = {r["network"]: r for r in rows}
+    train = load_images(profile, "train")
+    images = table.images[("test", sigma)]
+    nearest = {"truth": images["truth"]}
+    for p in sizes:
+        nearest[f"ResNet {p}"] = images["networks"][p]
+        nearest[f"LE-MMSE({p})"] = images["references"][f"LE-MMSE({p})"]
+    mse = {k: float(metrics.nearest_training(v, train, shifts=True).mse.mean()) for k, v in nearest.items()}
+    return {"matrix": {p: by[p]["by_size"] for p in sizes}, "ci": {p: by[p]["by_size_ci"] for p in sizes},
+            "nearest_mse": mse}
 
 
-def n_sweep(nets, profile, sigma=0.2, cache=None):
-    """Training-set size sweep: ``nets`` = {N: denoising network trained on the first N images};
-    returns one row per N with ``agreement_train/test`` (PSNR(net, LE-MMSE(P)) with the same N
-    images as prior), ``psnr_x_train/test`` (to the truth) and ``gap`` = train - test (dB)."""
+def n_sweep(nets, profile, sigmas=None, n=None, cache=None):
+    """Training-set size sweep of ``course/08_generalisation.md``: ``nets`` = {N: denoising network
+    trained on the first N images}. One row per N and sigma with ``agreement_train/test``
+    (PSNR(net, LE-MMSE(P)) with the same N images as prior), ``specificity_train/test`` (PSNR to
+    its own set's LE-MMSE minus PSNR to that of the next N images, with 95 % intervals),
+    ``psnr_x_train/test`` (network to the truth), ``gap`` = train - test (dB) and the LE-MMSE's own
+    ``le_gap`` (its PSNR to the truth, train - test)."""
+    part2 = profiles.part_two_settings(profile)
+    sigmas = sigmas or profile.agreement_sigmas
     rows = []
-    for n, net in sorted(nets.items()):
-        out, _ = agreement({"net": net}, "denoising", profile, controls=False, sigmas=(sigma,),
-                           n_train=n, cache=cache)
-        by = {r["split"]: r for r in out}
-        rows.append({"n_train": n, "agreement_train": by["train"]["psnr_net_ref"],
-                     "agreement_test": by["test"]["psnr_net_ref"],
-                     "psnr_x_train": by["train"]["psnr_net_x"], "psnr_x_test": by["test"]["psnr_net_x"],
-                     "gap": by["train"]["psnr_net_x"] - by["test"]["psnr_net_x"]})
+    for N, net in sorted(nets.items()):
+        split_rows = {}
+        for split, k in (("train", min(N, part2.n_agreement_train)), ("test", n or part2.n_agreement)):
+            out, _ = agreement({"net": net}, "denoising", profile, controls=False, sigmas=sigmas, splits=(split,),
+                               n_measurements=k, n_train=N, disjoint=True, cache=cache)
+            split_rows.update({(split, r["sigma"]): r for r in out})
+        for s in sigmas:
+            tr, te = split_rows[("train", s)], split_rows[("test", s)]
+            rows.append({"n_train": N, "sigma": s, "agreement_train": tr["psnr_net_ref"],
+                         "agreement_test": te["psnr_net_ref"], "specificity_train": tr["specificity"],
+                         "specificity_train_ci": tr["specificity_ci"], "specificity_test": te["specificity"],
+                         "specificity_test_ci": te["specificity_ci"], "psnr_x_train": tr["psnr_net_x"],
+                         "psnr_x_test": te["psnr_net_x"], "gap": tr["psnr_net_x"] - te["psnr_net_x"],
+                         "le_gap": tr["psnr_ref_x"] - te["psnr_ref_x"]})
+    return rows
+
+
+def risk_per_sigma(net, problem, profile, sigmas, n=None, split="train", pre_inverse=None, cache=None):
+    """The risk the training loss estimates, per noise level (``eq-training-loss``): on ``n``
+    measurements of the ``split`` images at each sigma, the MSE of the network and of the
+    LE-MMSE(P) (the optimum of the network's class on the training law, its floor). Returns rows
+    ``{sigma, mse_net, mse_le}``."""
+    n = n or profiles.part_two_settings(profile).n_agreement_train
+    rows, table = agreement({"net": net}, problem, profile, controls=False, pre_inverse=pre_inverse, sigmas=sigmas,
+                            splits=(split,), n_measurements=n, cache=cache, keep_images=True)
+    out = []
+    for r in rows:
+        im = table.images[(split, r["sigma"])]
+        mse = {k: float(((v - im["truth"]) ** 2).mean()) for k, v in
+               (("mse_net", im["networks"]["net"]), ("mse_le", im["references"][r["reference"]]))}
+        out.append({"sigma": r["sigma"], **mse})
+    return out
+
+
+def agreement_curve(net, problem, profile, sigmas=(0.05, 0.2), n=None, extra=None, sizes=None, cache=None):
+    """Agreement and margin against training steps (``course/07_networks_vs_theory.md``): the EMA
+    weights of ``net`` at each of its snapshot steps (:func:`lemmse_lite.zoo.snapshot_networks`) and
+    any ``extra`` {label: finished network}, on ``n`` test measurements at ``sigmas``, with the
+    controls. Returns the agreement rows, each with ``step`` (the snapshot's step, or the finished
+    network's step count) and ``curve`` ("snapshot" or "finished")."""
+    nets = {f"step {k}": v for k, v in snapshot_networks(net, profile).items()}
+    nets.update(extra or {})
+    rows = _test_rows(nets, problem, profile, sigmas, n or profiles.part_two_settings(profile).n_agreement, cache,
+                      sizes=sizes)
+    for r in rows:
+        finished = r["network"] in (extra or {})
+        r["curve"] = "finished" if finished else "snapshot"
+        r["step"] = int(extra[r["network"]].history["completed"]) if finished else int(r["network"].split()[1])
     return rows
 
 
@@ -462,53 +329,67 @@ def effective_patches_per_pre_inverse(profile, specs=("adjoint", "tikhonov:0.01"
     return out
 
 
-def moving_hole(net, profile, shift=None, sigma=None, cache=None):
+def moving_hole(net, profile, shift=None, sigma=None, split="train", n=None, cache=None):
     """Inpainting with the hole moved by ``shift`` (default ``(H//6, W//3)``) from where the
-    network and the estimators were built for: returns {"in place"/"moved": {"E-MMSE", "LE-MMSE",
-    "network": PSNR to the truth, "agreement": PSNR(net, LE-MMSE)}} (dB, mean over the test
-    measurements at ``sigma``, default ``profile.agreement_sigmas[0]``)."""
+    network and the estimators were built for, on ``n`` measurements of ``split`` (default the
+    training images, where the E-MMSE memorises): returns {"in place"/"moved": {"E-MMSE",
+    "LE-MMSE", "network": PSNR to the truth, "agreement": PSNR(net, LE-MMSE)}} (dB, mean) and the
+    same per image under ``"each"`` ({place: {name: list}})."""
     H = W = profile.image_size
     sigma = sigma or profile.agreement_sigmas[0]
+    n = n or profiles.part_two_settings(profile).n_agreement_train
     A, _ = problem_operators("inpainting", None, profile)
     moved = operators.Inpainting(patches.shift(A.b, shift or (H // 6, W // 3)))
-    train, test = load_images(profile, "train"), load_images(profile, "test")
+    train = load_images(profile, "train")
+    images = (train if split == "train" else load_images(profile, "test", n=n))[:n]
     ests = {k: reference_estimator({"kind": kind, "P": net.patch_size, "stride": 1}, train, "inpainting",
                                    None, profile, cache) for k, kind in (("E-MMSE", "emmse"), ("LE-MMSE", "le"))}
-    out = {}
+    out, each = {}, {}
     for place, A_y in (("in place", A), ("moved", moved)):
-        y = _measurements(test, "inpainting", sigma, profile, A=A_y)
+        y = _measurements(images, "inpainting", sigma, profile, A=A_y)
         x = {k: f(y, sigma) for k, f in ests.items()}
         x["network"] = _run(net, y, sigma)
-        out[place] = {k: float(metrics.psnr(v, test).mean()) for k, v in x.items()}
-        out[place]["agreement"] = float(metrics.psnr(x["network"], x["LE-MMSE"]).mean())
+        each[place] = {k: metrics.psnr(v, images).clamp_max(100).tolist() for k, v in x.items()}
+        each[place]["agreement"] = metrics.psnr(x["network"], x["LE-MMSE"]).tolist()
+        out[place] = {k: sum(v) / len(v) for k, v in each[place].items()}
+    out["each"] = each
     return out
 
 
-def agreement_vs_log_density(net, profile, sigma=0.2, n_bins=4, dataset=None, cache=None):
+def agreement_vs_log_density(net, profile, sigma=0.2, n_bins=4, dataset=None, control=None, cache=None):
     """Where agreement breaks (``eq-log-density``): per pixel of the test estimates at ``sigma``,
     the squared difference between the network and the LE-MMSE(P) against the log-density of the
-    patch mixture at the query. Returns {"log_density": (B, H, W), "sq_diff": (B, H, W),
-    "bins": [{"log_density": bin median, "mse": mean sq_diff, "psnr": dB}] over ``n_bins``
-    equal-count bins, lowest density first}."""
+    patch mixture at the query, beside two control curves in the same bins: LE-MMSE(P-2) against
+    LE-MMSE(P) (how much two estimators of the theory differ there) and, with ``control`` (a second
+    network, e.g. the second seed), the two networks against each other. Returns {"log_density":
+    (B, H, W), "sq_diff": (B, H, W), "bins": [{"log_density": bin median, "mse", "psnr",
+    "mse_le_small", "mse_seed"}] over ``n_bins`` equal-count bins, lowest density first}."""
     train = load_images(profile, "train")
     test = load_images(profile, "test", dataset=dataset)
     y = _measurements(test, "denoising", sigma, profile)
+    P = net.patch_size
 
     def compute():
-        x_le, diag = estimators.le_mmse(y.to(profile.device), train, sigma, net.patch_size,
+        x_le, diag = estimators.le_mmse(y.to(profile.device), train, sigma, P,
                                         chunk_size=profile.chunk_size, return_diagnostics=True)
         return {"x_le": x_le.cpu(), "log_density": diag.log_density.cpu()}
 
-    settings = {"kind": "log_density", "y": tensor_digest(y), "train": tensor_digest(train), "sigma": sigma,
-                "P": net.patch_size}
+    settings = {"kind": "log_density", "y": tensor_digest(y), "train": tensor_digest(train), "sigma": sigma, "P": P}
     got = cached("log_density", settings, compute, cache)
-    sq = ((_run(net, y, sigma) - got["x_le"]) ** 2).sum(1)
+    small = reference_estimator({"kind": "le", "P": max(1, P - 2), "stride": 1}, train, "denoising", None, profile,
+                                cache)(y, sigma)
+    out = _run(net, y, sigma)
+    maps = {"mse": ((out - got["x_le"]) ** 2).sum(1), "mse_le_small": ((small - got["x_le"]) ** 2).sum(1)}
+    if control is not None:
+        maps["mse_seed"] = ((out - _run(control, y, sigma)) ** 2).sum(1)
     ld, order = got["log_density"].flatten(), got["log_density"].flatten().argsort()
     bins = []
     for part in order.chunk(n_bins):
-        mse = float(sq.flatten()[part].mean())
-        bins.append({"log_density": float(ld[part].median()), "mse": mse, "psnr": -10 * math.log10(mse)})
-    return {"log_density": got["log_density"], "sq_diff": sq, "bins": bins}
+        row = {"log_density": float(ld[part].median())}
+        row.update({k: float(v.flatten()[part].mean()) for k, v in maps.items()})
+        row["psnr"] = -10 * math.log10(row["mse"])
+        bins.append(row)
+    return {"log_density": got["log_density"], "sq_diff": maps["mse"], "bins": bins}
 
 
 # ----------------------------------------------------------------------------- results and README

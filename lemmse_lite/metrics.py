@@ -1,6 +1,8 @@
 """Image metrics.
 
 * :func:`psnr` — peak signal-to-noise ratio in dB (peak 1; `course/00_inverse_problems.md`);
+* :func:`bootstrap_interval`, :func:`error_correlation` — the uncertainty and error-map controls of
+  `course/07_networks_vs_theory.md`;
 * :func:`nearest_training` — distance to the nearest training image, optionally over all circular
   shifts (memorisation; `course/02_memorisation.md`, `course/08_generalisation.md`).
 
@@ -20,7 +22,7 @@ from .diagnostics import effective_patches_pass
 from .operators import check_images
 from .streaming import training_chunks
 
-__all__ = ["Nearest", "effective_patches_pass", "nearest_training", "psnr"]
+__all__ = ["Nearest", "bootstrap_interval", "effective_patches_pass", "error_correlation", "nearest_training", "psnr"]
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
@@ -77,3 +79,27 @@ def nearest_training(x: torch.Tensor, train, shifts: bool = False, chunk_size: i
         shift = torch.where(better[:, None], torch.stack([g // w, g % w], 1), shift)
     mse = best.clamp_min(0) / n
     return Nearest(mse, 10 * torch.log10(1.0 / mse), index, shift)
+
+
+def bootstrap_interval(statistic, n: int, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple:
+    """Percentile bootstrap interval of ``statistic(idx)`` -- a float computed from the items
+    ``idx`` (a ``(n,)`` long tensor of indices drawn with replacement from ``0 .. n-1``), e.g. a
+    mean PSNR over test images or a margin between two means. ``n_boot`` resamples from a
+    generator seeded with ``seed``; returns ``(low, high)`` at ``level`` (0.95: the 2.5th and
+    97.5th percentiles)."""
+    check_positive_int(n, "n"), check_positive_int(n_boot, "n_boot")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    gen = torch.Generator().manual_seed(seed)
+    stats = torch.tensor([statistic(torch.randint(n, (n,), generator=gen)) for _ in range(n_boot)],
+                         dtype=torch.float64)
+    lo, hi = torch.quantile(stats, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
+def error_correlation(a: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per image, the correlation over pixels of the error maps ``a - x`` and ``b - x``
+    ((B, ...) each -> (B,)): 1 when two estimators make the same mistakes (up to scale)."""
+    ea, eb = (a.double() - x.double()).flatten(1), (b.double() - x.double()).flatten(1)
+    ea, eb = ea - ea.mean(1, keepdim=True), eb - eb.mean(1, keepdim=True)
+    return (ea * eb).sum(1) / (ea.norm(dim=1) * eb.norm(dim=1)).clamp_min(1e-300)

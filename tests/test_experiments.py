@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lemmse_lite import experiments, profiles, training
+from lemmse_lite import experiments, profiles, store, training, zoo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,23 +48,26 @@ def test_cache_location(tmp_path, monkeypatch):
 
 def test_key_changes_with_every_setting_and_the_code(tiny, monkeypatch):
     base = experiments.network_settings("resnet", "denoising", tiny)
-    key = experiments.cache_key(base)
-    assert key == experiments.cache_key(dict(base))  # deterministic
+    key = zoo.network_key(base)
+    assert key == zoo.network_key(dict(base))  # deterministic
     changed = {"family": "unet", "problem": "inpainting", "pre_inverse": "pinv", "patch_size": 3,
                "dataset": "faces", "image_size": 32, "n_train": 13, "steps": 5, "width": 7,
                "depth": 2, "batch_size": 8, "lr": 1e-3, "sigma_range": [0.1, 0.2], "seed": 1,
                "device": "cuda"}
     assert set(changed) == set(base), "every setting is covered by this test"
-    keys = {experiments.cache_key({**base, k: v}) for k, v in changed.items()}
-    assert len(keys) == len(changed) and key not in keys
+    optional = {"offset": 12, "snapshots": [2], "crop": 8, "compile": True, "amp": True}
+    keys = {zoo.network_key({**base, k: v}) for k, v in {**changed, **optional}.items()}
+    assert len(keys) == len(changed) + len(optional) and key not in keys
+    # the optional settings reach the key when set
+    assert experiments.network_settings("resnet", "denoising", tiny, offset=12, snapshots=(2,))["offset"] == 12
     # the profile fields reach the settings
     assert experiments.network_settings("resnet", "denoising", tiny.replace(lr=1e-4))["lr"] == 1e-4
     # a changed source file or version changes the key
-    monkeypatch.setattr(experiments, "source_hash", lambda names=(): "edited")
-    assert experiments.cache_key(base) != key
+    monkeypatch.setattr(store, "source_hash", lambda roots, folder=None: "edited")
+    assert zoo.network_key(base) != key
     monkeypatch.undo()
-    monkeypatch.setattr(experiments, "__version__", "9.9.9")
-    assert experiments.cache_key(base) != key
+    monkeypatch.setattr(store, "__version__", "9.9.9")
+    assert zoo.network_key(base) != key
 
 
 def test_cached_network_is_reused_not_retrained(tiny, cache, count_train):
@@ -86,7 +89,7 @@ def test_interrupted_write_is_never_read(tiny, cache, count_train, monkeypatch):
 
     def torn(obj, f, *a, **k):  # the cache write: write half a file, then die
         real_save(obj, f, *a, **k)
-        if not (isinstance(obj, dict) and obj.get("format") == experiments.CACHE_FORMAT):
+        if not (isinstance(obj, dict) and obj.get("format") == store.CACHE_FORMAT):
             return
         f.truncate(f.tell() // 2)
         raise KeyboardInterrupt
