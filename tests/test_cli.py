@@ -92,7 +92,6 @@ ERRORS = [  # (arguments, text the one-line error must contain)
     (["demo", "--patch-size", "4"], "--patch-size must be an odd integer"),
     (["estimate", "--n-train", "4", "--n-test", "1", "--patch-size", "99"],
      "--patch-size 99 exceeds the image size 32x32"),
-    (["train", "--compile", "--device", "cpu"], "--compile needs --device cuda"),
     (["demo", "--n-train", "0"], "--n-train must be a positive integer, got 0"),
     (["demo", "--n-test", "0"], "--n-test must be a positive integer, got 0"),
     (["demo", "--problems", "nonsense"], "argument --problems: invalid choice"),

@@ -162,4 +162,7 @@ def test_jupytext_reads_and_round_trips(chapter):
     text = _text(chapter)
     nb = jupytext.reads(text, fmt="md:myst", config=config)
     assert any(c.cell_type == "code" for c in nb.cells)
-    assert jupytext.writes(nb, fmt="md:myst", config=config) == text
+    # the jupytext_version line records the writer's version, not the chapter's content
+    same = re.compile(r"^(\s*jupytext_version:).*$", re.M)
+    written = jupytext.writes(nb, fmt="md:myst", config=config)
+    assert same.sub(r"\1", written) == same.sub(r"\1", text)

@@ -76,9 +76,23 @@ def test_quick_settings_fit_the_course():
     assert (q.dataset, q.dataset_rgb, q.dataset_shift) == ("photos", "photos-rgb", "faces")
     assert 300 <= q.n_train <= 400 and q.image_size == 32 and q.device == "cpu"
     assert q.patch_size in q.patch_sizes
-    assert q.agreement_sigmas == (0.05, 0.2) and q.min_agreement == 28.0 and q.control_margin >= 1.0
+    # every sigma of the agreement grid (issue: at least 0.05, 0.1, 0.2, 0.4), none skipped
+    assert {0.05, 0.1, 0.2, 0.4} <= set(q.agreement_sigmas) and q.min_agreement == 28.0 and q.control_margin >= 1.0
+    part2 = profiles.part_two_settings(q)
+    assert part2.n_agreement >= 32 and part2.n_boot >= 1000  # bootstrap intervals over >= 32 test images
+    assert max(part2.curve_steps) <= 2 * q.train_steps and q.sweep_width == q.model_width
     assert len(q.n_sweep) >= 3 and max(q.n_sweep) == q.n_train
     assert profiles.FULL.min_agreement == 25.0  # the paper's threshold
+
+
+def test_part_two_settings_are_checked():
+    with pytest.raises(ValueError, match="PartTwoSettings.n_agreement must be a positive int"):
+        profiles.PartTwoSettings(n_agreement=0)
+    with pytest.raises(ValueError, match="PartTwoSettings.effective_sizes must hold odd"):
+        profiles.PartTwoSettings(effective_sizes=(1, 2))
+    with pytest.raises(ValueError, match="PartTwoSettings.train_crop must be None or a positive int"):
+        profiles.PartTwoSettings(train_crop=-1)
+    assert profiles.part_two_settings("paper") == profiles.part_two_settings("full")
 
 
 def test_replace_describe_and_validation():
