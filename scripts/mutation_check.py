@@ -17,9 +17,11 @@ cores). Usage, from the repository root::
     python scripts/mutation_check.py --mutations sigma_x2 p_off_by_2
     python scripts/mutation_check.py --list
 
-Chapters 09 and 10 train networks; the networks do not depend on the estimators, so
-``--seed-cache DIR`` copies the trained networks of a clean run (``DIR/*`` except ``results``) into
-every fresh cache to skip the training (the estimators' outputs are never cached there).
+Chapters 09 and 10 train networks. The restoration networks (``lemmse_lite.zoo``) are keyed by the
+source of the training code only, which no mutation touches, so ``--seed-cache DIR`` copies
+``DIR/networks`` of a clean run into every fresh cache to skip their training. Nothing else is
+copied: cached estimates and results, and chapter 10's diffusion network (whose key covers
+``diffusion.py`` and so ``estimators.py``), are recomputed under each mutation.
 
 It prints one table: rows the mutations, columns the chapters, ``CAUGHT`` / ``passed`` / ``-`` (not
 run), and the first error line of each caught run.
@@ -180,10 +182,8 @@ def main(argv=None) -> int:
                     continue
                 cache = Path(tmp) / f"cache-{name.split()[0]}-{ch}"
                 cache.mkdir()
-                if args.seed_cache is not None and args.seed_cache.is_dir():
-                    for item in args.seed_cache.iterdir():
-                        if item.name != "results":
-                            (shutil.copytree if item.is_dir() else shutil.copy2)(item, cache / item.name)
+                if args.seed_cache is not None and (args.seed_cache / "networks").is_dir():
+                    shutil.copytree(args.seed_cache / "networks", cache / "networks")   # networks only
                 ok, err, secs = run_chapter(tree, ch, cache, args.timeout)
                 table[name][ch] = ("passed" if ok else "CAUGHT") + f" ({secs:.0f} s)"
                 print(f"{name:18s} chapter {ch}: {table[name][ch]}{'' if ok else ' -- ' + err}", flush=True)
