@@ -49,12 +49,16 @@ class ComparisonTable(list):
         return format_table(self)
 
 
-def _pick(images, n, gen, name):
+def _pick(images, n, gen, name, needed=True):
+    """``n`` images drawn without replacement by ``gen``; the permutation is drawn even for a split
+    that is not ``needed``, so a split's measurements do not depend on which splits are asked for
+    (and ``n`` is checked only where it is used)."""
     if not torch.is_tensor(images) or images.ndim != 4:
         raise TypeError(f"{name} must be a tensor (N, C, H, W)")
-    if not 1 <= n <= images.shape[0]:
+    perm = torch.randperm(images.shape[0], generator=gen)
+    if needed and not 1 <= n <= images.shape[0]:
         raise ValueError(f"n_measurements must be in [1, {images.shape[0]}] for {name}, got {n}")
-    return images[torch.randperm(images.shape[0], generator=gen)[:n]]
+    return images[perm[:n]]
 
 
 def _device_of(model):
@@ -149,8 +153,8 @@ def compare(models, train_images, test_images, A=None, B=None, sigmas=(0.1,), pa
 
     sigmas = _check_inputs(models, sigmas, splits, references)
     gen = torch.Generator().manual_seed(seed)
-    picked = {"train": _pick(train_images, n_measurements, gen, "train_images"),
-              "test": _pick(test_images, n_measurements, gen, "test_images")}
+    picked = {"train": _pick(train_images, n_measurements, gen, "train_images", "train" in splits),
+              "test": _pick(test_images, n_measurements, gen, "test_images", "test" in splits)}
     sizes = {name: patch_size or m.patch_size for name, m in models.items()}
     device = torch.device(device) if device is not None else _device_of(next(iter(models.values())))
     if references is None:
