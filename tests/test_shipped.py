@@ -44,7 +44,7 @@ def test_every_network_of_the_course_is_shipped(monkeypatch):
 
 
 def test_shipped_weights_load_without_training_and_retrain_ignores_them(tmp_path, monkeypatch):
-    tiny = profiles.get_profile("quick").replace(n_train=8, image_size=16, model_width=4, model_depth=0,
+    tiny = profiles.get_profile("quick").replace(n_train=8, image_size=16, model_width=4, model_depth=1,
                                                  batch_size=4, train_steps=3)
     monkeypatch.setenv(store.CACHE_ENV, str(tmp_path / "cache"))
     trained = zoo.trained_network("resnet", "denoising", tiny)
