@@ -38,9 +38,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
+
+from .engine import ScoreConsumer, SoftmaxState
 
 NEFF_SLACK = 1e-6  # N_eff(τ): fewest weights summing to ≥ τ − NEFF_SLACK (`eq-n-eff`)
 N_BINS = 256  # arithmetic log-weight bins per histogram level
@@ -48,6 +51,15 @@ MAX_LEVELS = 3  # histogram levels before a full critical bin is treated as ties
 COLLECT_BUDGET = 2**23  # log-weights gathered by one collection pass, at most (about)
 MIN_COLLECT = 256  # ... but always up to this many per query
 PROGRESS_DELAY = 3.0  # seconds before a pass shows a progress bar
+
+
+class ScoreSource(Protocol):
+    """Something that streams every score block of an estimate again to a consumer (the
+    estimate's :class:`~lemmse_lite.streaming.ScoreStream`): ``run(consumer, progress)`` returns
+    the number of training images."""
+
+    def run(self, consumer: ScoreConsumer, progress: Callable[[int], None] | None = None) -> int:
+        ...
 
 
 def log_density_constant(rank: int, sigma: torch.Tensor) -> torch.Tensor:
@@ -79,34 +91,35 @@ class Diagnostics:
     top_locations: torch.Tensor
     rank: torch.Tensor
     n_train: int
-    _second_pass: Callable | None = field(default=None, repr=False)
+    _scores: ScoreSource | None = field(default=None, repr=False)
+    _log_norm: torch.Tensor | None = field(default=None, repr=False)
+    _top_log_weight: torch.Tensor | None = field(default=None, repr=False)
+    _n_keys: torch.Tensor | None = field(default=None, repr=False)
 
     def effective_patches(self, tau: float = 0.99) -> torch.Tensor:
         """``N_eff(τ)`` per output pixel (B, H, W), long: the fewest (i, m) whose largest weights sum
         to at least ``τ − 1e-6``; ``τ = 1``: the number of non-zero weights (`eq-n-eff`)."""
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
             raise ValueError(f"tau must be in (0, 1], got {tau!r}")
-        if self._second_pass is None:
+        if self._scores is None:
             raise ValueError("effective_patches needs a re-iterable training set (a tensor or a list), "
                              "not a one-shot iterator")
-        return self._second_pass(float(tau)).reshape(self.rank.shape)
+        n_eff = effective_patches_pass(self._scores.run, self._log_norm, self._top_log_weight, self._n_keys, float(tau),
+                                       self.n_train)
+        return n_eff.reshape(self.rank.shape)
 
 
-def build_diagnostics(state, n_train: int, n_locations: torch.Tensor, kept_rank: torch.Tensor, shape,
-                      run: Callable | None) -> Diagnostics:
-    """:class:`Diagnostics` from a finished ``SoftmaxState`` with top-k tracking (Q = B·H·W queries).
+def build_diagnostics(state: SoftmaxState, n_train: int, n_locations: torch.Tensor, kept_rank: torch.Tensor,
+                      shape, scores: ScoreSource | None) -> Diagnostics:
+    """:class:`Diagnostics` from a finished :class:`~lemmse_lite.engine.SoftmaxState` with top-k
+    tracking (Q = B·H·W queries).
 
     ``n_locations`` (Q,): locations per query's class; ``kept_rank`` (Q,); ``shape`` = (B, H, W);
-    ``run(consumer, progress)`` streams every score block again (``None``: one-shot training set)."""
+    ``scores``: the estimate's :class:`~lemmse_lite.streaming.ScoreStream`, streamed again by
+    :meth:`Diagnostics.effective_patches` (``None``: a one-shot training set)."""
     hw = shape[1] * shape[2]
     log_norm = state.log_normaliser()
     ids = state.top_ids
-    top_log_weight = state.top_scores[:, 0] - log_norm
-    n_keys = n_train * n_locations.double()
-    second = None
-    if run is not None:
-        def second(tau):
-            return effective_patches_pass(run, log_norm, top_log_weight, n_keys, tau, n_train)
     return Diagnostics(
         log_density=log_density(log_norm, n_train, n_locations).reshape(shape),
         source_image=(ids[:, 0] // hw).reshape(shape),
@@ -116,7 +129,10 @@ def build_diagnostics(state, n_train: int, n_locations: torch.Tensor, kept_rank:
         top_locations=torch.where(ids >= 0, ids % hw, -1).reshape(*shape, -1),
         rank=kept_rank.reshape(shape),
         n_train=n_train,
-        _second_pass=second,
+        _scores=scores,
+        _log_norm=log_norm,
+        _top_log_weight=state.top_scores[:, 0] - log_norm,
+        _n_keys=n_train * n_locations.double(),
     )
 
 

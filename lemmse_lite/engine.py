@@ -26,8 +26,11 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -102,12 +105,43 @@ def augment_keys(k: torch.Tensor) -> torch.Tensor:
     return torch.cat([k, -0.5 * (k * k).sum(1, keepdim=True), ones], dim=1)
 
 
-class SoftmaxState:
-    """Online softmax over a stream of keys for ``n_queries`` queries with ``value_dim`` values.
+class ScoreBlock(NamedTuple):
+    """One block of work for :func:`stream_scores`, as every block source yields it:
+    ``rows`` (slice or (q,) long) maps the local queries to the consumer's query indices;
+    ``q_aug`` (q, E) and ``k_aug`` (K, E) the augmented queries and keys (`eq-attention`);
+    ``values`` (K, V); ``key_ids`` (K,) long or ``None``; ``key_bias`` (K,) or ``None``, a per-key
+    bias added to every row of the product."""
 
-    ``top_k > 0`` keeps the ``top_k`` largest scores and their key ids per query (for the source
-    map and top-k diagnostics). ``update`` touches only the given rows, so disjoint row slices may
-    be updated from different threads (``row_parallel``)."""
+    rows: torch.Tensor | slice
+    q_aug: torch.Tensor
+    k_aug: torch.Tensor
+    values: torch.Tensor
+    key_ids: torch.Tensor | None = None
+    key_bias: torch.Tensor | None = None
+
+
+class ScoreConsumer(Protocol):
+    """What :func:`stream_scores` feeds: ``update(rows, scores (q, k), values_t (V, k), key_ids
+    (k,) or None)`` once per score block (``scores`` may be overwritten). ``row_parallel``: True
+    when ``update`` writes only its ``rows``, so disjoint row slices may run in several threads."""
+
+    row_parallel: bool
+
+    def update(self, rows, scores: torch.Tensor, values_t: torch.Tensor, key_ids: torch.Tensor | None) -> None:
+        ...
+
+
+class SoftmaxState:
+    """The one online softmax of the package (`eq-attention`) over a stream of keys, for
+    ``n_queries`` queries with ``value_dim`` values: per query the running maximum ``m`` (Q,),
+    denominator ``d = Σ exp(s − m)`` (Q,) and numerator ``num = Σ exp(s − m) v`` (Q, V), in
+    ``dtype`` (float64 for the rescored image estimators).
+
+    Three ways in, one merge (:meth:`running_max` then :meth:`accumulate`): :meth:`update` a block
+    of raw scores; :meth:`merge` a finished softmax (a fused kernel's, another shard's); a caller
+    that computes its own block weights (the rescored MMSE / E-MMSE) calls the two steps itself.
+    ``top_k > 0`` keeps the ``top_k`` largest scores and their key ids per query (source map,
+    top-k diagnostics). Every method touches only the given rows (``row_parallel``)."""
 
     row_parallel = True
 
@@ -120,33 +154,46 @@ class SoftmaxState:
             self.top_scores = torch.full((n_queries, top_k), float("-inf"), device=device, dtype=dtype)
             self.top_ids = torch.full((n_queries, top_k), -1, device=device, dtype=torch.long)
 
+    def running_max(self, rows, m_blk: torch.Tensor, fresh: bool = False):
+        """The new running maximum of ``rows`` with a block's maximum ``m_blk`` (q,), and ``alpha =
+        exp(m_old − m_new)`` (q,) that rescales their running sums: 0 for a row with no key yet
+        (also when the block has none: −inf − (−inf)); ``fresh`` (every row meets its first
+        block): ``(m_blk, None)``."""
+        if fresh:
+            return m_blk, None
+        m_old = self.m[rows]
+        m_new = torch.maximum(m_old, m_blk)
+        return m_new, torch.exp(m_old - m_new).nan_to_num_(0.0)
+
+    def accumulate(self, rows, m_new, alpha, d_blk: torch.Tensor, num_blk: torch.Tensor):
+        """The merge step: ``d = α d + d_blk``, ``num = α num + num_blk``, ``m = m_new`` on ``rows``,
+        the block's sums ``d_blk`` (q,) and ``num_blk`` (q, V) taken relative to ``m_new``
+        (``alpha=None``: a fresh block, nothing to rescale; the block sums may be overwritten)."""
+        if alpha is not None:
+            d_blk = d_blk.add_(self.d[rows] * alpha)
+            num_blk = num_blk.add_(self.num[rows] * alpha[:, None])
+        self.d[rows], self.num[rows], self.m[rows] = d_blk, num_blk, m_new
+
     def update(self, rows, scores: torch.Tensor, values_t: torch.Tensor, key_ids: torch.Tensor | None):
         """Merge one block. ``rows``: slice or (q,) long indices of the queries; ``scores`` (q, k)
         is consumed (overwritten in place); ``values_t`` (V, k), the values transposed;
         ``key_ids`` (k,) for top-k."""
         if self.top_k:
             self._update_top(rows, scores, key_ids)
-        m_old = self.m[rows]
-        m_new = torch.maximum(m_old, scores.amax(dim=1))
+        m_new, alpha = self.running_max(rows, scores.amax(dim=1))
         # clamp: exp of very negative scores returns subnormals, which run ~10x slower on x86;
         # weights below e^-80 relative to the maximum are irrelevant at any N we can stream
         scores.sub_(m_new[:, None]).clamp_(min=-80.0).exp_()
-        alpha = torch.exp(m_old - m_new)  # 0 on the first block (m_old = −inf)
-        self.d[rows] = self.d[rows] * alpha + scores.sum(dim=1)
         # (V, k) @ (k, q): a skinny product that BLAS runs as fast as a matrix-vector product,
         # unlike (q, k) @ (k, V) with V = 2 or 3 (measured ~5x slower on CPU)
-        self.num[rows] = self.num[rows] * alpha[:, None] + (values_t @ scores.T).T
-        self.m[rows] = m_new
+        self.accumulate(rows, m_new, alpha, scores.sum(dim=1), (values_t @ scores.T).T)
 
     def merge(self, rows, out: torch.Tensor, lse: torch.Tensor):
         """Merge a finished softmax over a group of keys: normalised averages ``out`` (q, V) and
-        log-normalisers ``lse`` (q,), as returned by a fused attention kernel."""
-        m_old = self.m[rows]
-        m_new = torch.maximum(m_old, lse)
-        alpha, beta = torch.exp(m_old - m_new), torch.exp(lse - m_new)
-        self.d[rows] = self.d[rows] * alpha + beta
-        self.num[rows] = self.num[rows] * alpha[:, None] + out * beta[:, None]
-        self.m[rows] = m_new
+        log-normalisers ``lse`` (q,), as returned by a fused attention kernel or another shard."""
+        m_new, alpha = self.running_max(rows, lse)
+        beta = torch.exp(lse - m_new).nan_to_num_(0.0)
+        self.accumulate(rows, m_new, alpha, beta, out * beta[:, None])
 
     def _update_top(self, rows, scores, key_ids):
         k = min(self.top_k, scores.shape[1])
@@ -166,6 +213,43 @@ class SoftmaxState:
         return self.num / self.d[:, None]
 
 
+class _ThreadBudget:
+    """Torch's intra-op thread count lowered while at least one :func:`single_threaded` block runs,
+    restored when the last one exits: counted under a lock, so two threads running estimators at
+    once restore the count they found (a save/restore per call would leave the lower count when
+    their blocks interleave)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = 0
+        self.saved = None
+
+    @contextmanager
+    def single_threaded(self) -> Iterator[None]:
+        with self.lock:
+            if self.active == 0:
+                self.saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
+                if self.active == 0:
+                    torch.set_num_threads(self.saved)
+
+
+_THREADS = _ThreadBudget()
+
+
+def single_threaded():
+    """Context manager: torch ops single-threaded inside (the engine's worker threads each run one
+    query slice), the caller's thread count restored on exit, also on an error. The count is
+    process-wide while the block runs; it is the only place the package changes it."""
+    return _THREADS.single_threaded()
+
+
 def fused_attention(q_aug: torch.Tensor, k_aug: torch.Tensor, values: torch.Tensor):
     """Softmax attention ``softmax(q_aug k_augᵀ) values`` and its log-normaliser with PyTorch's
     fused memory-efficient kernel in float32 (CUDA): (Q, E), (K, E), (K, V) -> (Q, V), (Q,).
@@ -181,11 +265,11 @@ def fused_attention(q_aug: torch.Tensor, k_aug: torch.Tensor, values: torch.Tens
 
 
 def _fused_ok(consumer, q_aug, values, engine: EngineConfig) -> bool:
-    return (engine.fused and q_aug.is_cuda and type(consumer) is SoftmaxState and not consumer.top_k
+    return (engine.fused and q_aug.is_cuda and isinstance(consumer, SoftmaxState) and not consumer.top_k
             and q_aug.dtype == torch.float32 and max(q_aug.shape[1], values.shape[1]) <= 128)
 
 
-def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_aug: torch.Tensor,
+def stream_scores(consumer: ScoreConsumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_aug: torch.Tensor,
                   values: torch.Tensor, key_ids: torch.Tensor | None = None,
                   key_bias: torch.Tensor | None = None, engine: EngineConfig | None = None):
     """Feed ``consumer.update`` every score block ``q_aug[qb] @ k_aug[kb].T`` (plus ``key_bias[kb]``
@@ -217,17 +301,12 @@ def stream_scores(consumer, rows: torch.Tensor | slice, q_aug: torch.Tensor, k_a
         _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, key_bias, engine, next_slice)
 
     workers = min(engine.workers or torch.get_num_threads(), -(-q_aug.shape[0] // engine.query_block))
-    if q_aug.is_cuda or workers == 1 or not getattr(consumer, "row_parallel", False):
+    if q_aug.is_cuda or workers == 1 or not consumer.row_parallel:
         work()
         return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers) as pool:
-            for job in [pool.submit(work) for _ in range(workers)]:
-                job.result()
-    finally:
-        torch.set_num_threads(threads)
+    with single_threaded(), ThreadPoolExecutor(workers) as pool:
+        for job in [pool.submit(work) for _ in range(workers)]:
+            job.result()
 
 
 def _score_slices(consumer, rows, q_aug, k_aug, values, key_ids, key_bias, engine: EngineConfig, next_slice):

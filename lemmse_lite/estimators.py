@@ -2,7 +2,7 @@
 
 All three minimise ``E‖φ(B y) − x‖²`` over a class of functions under the empirical prior of a
 training set and all three are softmax averages computed by the one streaming engine of
-:mod:`lemmse_lite.engine`, fed by the one driver :func:`lemmse_lite.streaming.stream_training`:
+:mod:`lemmse_lite.engine`, fed by the one driver :class:`lemmse_lite.streaming.ScoreStream`:
 
 * :func:`mmse`              — keys: whole training measurements; values: training images
   (`course/01_ideal_mmse.md`, `eq-mmse`, `eq-mmse-b`);
@@ -33,7 +33,7 @@ import torch
 
 from .checks import all_finite, check_positive_int, check_sigma
 from .diagnostics import Diagnostics, build_diagnostics, log_density_constant
-from .engine import EngineConfig, SoftmaxState, augment_keys, augment_queries, check_engine
+from .engine import EngineConfig, ScoreBlock, SoftmaxState, augment_keys, augment_queries, check_engine
 from .operators import (
     RANK_TOL,
     Denoising,
@@ -57,8 +57,8 @@ from .streaming import (
     non_finite_error,
     check_chunk_size,
     default_chunk_size,
+    ScoreStream,
     is_reiterable,
-    stream_training,
     training_chunks,
 )
 
@@ -82,10 +82,6 @@ __all__ = [
     "rounding_slack",
     "training_chunks",
 ]
-
-# The candidate pairs' dot products use a sampled CSR product (`_ImageSoftmax._pair_scores`); PyTorch
-# announces CSR support as "beta" once per process, which would print in every notebook.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
 
 DENSE_LIMIT = 4096  # largest n = C·H·W for which a general (non-structured) B is made dense
 RANGE_TOL = 1e-6  # v ∈ range(Q) when ‖Q Q⁺ v − v‖ ≤ RANGE_TOL·‖v‖ (`eq-le-general` tolerances)
@@ -250,8 +246,8 @@ class _ImageSoftmax:
     whose weight can exceed ``e^−margin`` of the best (``margin``: :data:`RESCORE_MARGIN` of the
     working dtype plus the log of the keys seen so far). Their exact log-weights
     ``−‖q − k‖²/(2σ²)`` are computed in float64 (direct differences; a block with many candidates
-    by one float64 product) and merged by an online softmax in float64. ``m``, ``d``, ``num``:
-    the running maximum, denominator and numerator of that softmax, (Q,), (Q,), (Q, n)."""
+    by one float64 product) and merged by the engine's online softmax in float64: ``state``, a
+    :class:`~lemmse_lite.engine.SoftmaxState` (Q queries, n values)."""
 
     row_parallel = True  # update touches only its rows
 
@@ -261,9 +257,7 @@ class _ImageSoftmax:
         n_q, n = q.shape
         self.q64 = q.double()
         self.inv_var32 = inv_var.float()
-        self.m = torch.full((n_q,), float("-inf"), dtype=torch.float64, device=q.device)
-        self.d = torch.zeros(n_q, dtype=torch.float64, device=q.device)
-        self.num = torch.zeros(n_q, n, dtype=torch.float64, device=q.device)
+        self.state = SoftmaxState(n_q, n, q.device, torch.float64)
         self.m_low = torch.full((n_q,), float("-inf"), dtype=torch.float32, device=q.device)
         self.q32 = self.centre = None
         # the keys are the chunk itself: their norms check its finiteness (one pass, not two)
@@ -289,7 +283,7 @@ class _ImageSoftmax:
         self.fresh = start == 0 and chunk.shape[0] <= self.key_block
         ids = torch.arange(chunk.shape[0], device=chunk.device)
         values = self.keys if self.keys_are_chunk else chunk.reshape(chunk.shape[0], n)
-        yield self.rows, self.q32, k32, values, ids, norm.square_().mul_(-0.5)
+        yield ScoreBlock(self.rows, self.q32, k32, values, ids, norm.square_().mul_(-0.5))
 
     @staticmethod
     def _refuse(start, chunk):
@@ -345,9 +339,11 @@ class _ImageSoftmax:
         crow = torch.zeros(r.shape[0] + 1, dtype=torch.long, device=qi.device)
         crow[1:] = torch.bincount(qi, minlength=r.shape[0]).cumsum(0)
         zeros = torch.zeros(qi.shape[0], dtype=torch.float64, device=qi.device)
-        pattern = torch.sparse_csr_tensor(crow, pos, zeros,
-                                          (r.shape[0], kc.shape[0]), check_invariants=False)
-        dot = torch.sparse.sampled_addmm(pattern, self.q64c[r], kc.T).values()
+        with warnings.catch_warnings():  # PyTorch calls CSR support "beta" (once per process)
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state", category=UserWarning)
+            pattern = torch.sparse_csr_tensor(crow, pos, zeros,
+                                              (r.shape[0], kc.shape[0]), check_invariants=False)
+            dot = torch.sparse.sampled_addmm(pattern, self.q64c[r], kc.T).values()
         qg = r[qi]
         return dot.add_(k_bias[pos]).add_(self.q_bias[qg]).mul_(self.inv_var[qg])
 
@@ -365,37 +361,19 @@ class _ImageSoftmax:
         was ~50x slower)."""
         m_blk = torch.full((r.shape[0],), float("-inf"), dtype=torch.float64, device=s.device)
         m_blk.scatter_reduce_(0, qi, s, "amax")
-        m_new, alpha = self._running_max(r, m_blk)
+        m_new, alpha = self.state.running_max(r, m_blk, self.fresh)
         w = torch.exp(s - m_new[qi])
         # (qi, pos) come from nonzero in row-major order, pos monotone in the key: coalesced
         weights = torch.sparse_coo_tensor(torch.stack([qi, pos]), w, (r.shape[0], images.shape[0]),
                                           is_coalesced=True, check_invariants=False)
         d_blk = torch.zeros_like(m_blk).index_add_(0, qi, w)
-        self._store(r, m_new, alpha, d_blk, torch.sparse.mm(weights, images))
+        self.state.accumulate(r, m_new, alpha, d_blk, torch.sparse.mm(weights, images))
 
     def _merge_dense(self, r, s, images):
         """Online-softmax merge of a dense (q, k) block of exact scores; ``images`` (k, n)."""
-        m_new, alpha = self._running_max(r, s.amax(1))
+        m_new, alpha = self.state.running_max(r, s.amax(1), self.fresh)
         w = torch.exp(s.sub_(m_new[:, None]))
-        self._store(r, m_new, alpha, w.sum(1), w @ images)
-
-    def _running_max(self, r, m_blk):
-        """Rows ``r``'s new running maximum with the block's ``m_blk`` (q,), and ``alpha =
-        exp(m_old − m_new)`` rescaling their running sums (``None`` on a fresh block; 0 for a row
-        with no key yet, −inf − (−inf))."""
-        if self.fresh:
-            return m_blk, None
-        m_old = self.m[r]
-        m_new = torch.maximum(m_old, m_blk)
-        return m_new, torch.exp(m_old - m_new).nan_to_num_(0.0)
-
-    def _store(self, r, m_new, alpha, d_blk, num_blk):
-        """Online-softmax update of rows ``r``: the block's denominator ``d_blk`` (q,) and numerator
-        ``num_blk`` (q, n), relative to ``m_new``, plus the running ones rescaled by ``alpha``."""
-        if not self.fresh:
-            d_blk += self.d[r] * alpha
-            num_blk += self.num[r] * alpha[:, None]
-        self.d[r], self.num[r], self.m[r] = d_blk, num_blk, m_new
+        self.state.accumulate(r, m_new, alpha, w.sum(1), w @ images)
 
 
 def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine):
@@ -427,8 +405,8 @@ def _image_estimator(y, train, sigma, A, B, use_shifts: bool, chunk_size, engine
         rows = torch.nonzero(feasible).squeeze(1)
     chunk_size = chunk_size or default_chunk_size(1, n, DEFAULT_MAX_MEMORY)
     state = _ImageSoftmax(q, rows, inv_var, A, Bop, W, engine.key_block)
-    stream_training(train, (c, h, w), chunk_size, y.device, dtype, state, state, engine, check_finite=False)
-    out = _merge_shifts(state, feasible, idx, (bsz, c, h, w))
+    ScoreStream(train, (c, h, w), chunk_size, y.device, dtype, state, engine, check_finite=False).run(state)
+    out = _merge_shifts(state.state, feasible, idx, (bsz, c, h, w))
     return out if out.dtype == dtype else out.to(dtype)
 
 
@@ -440,9 +418,9 @@ def _merge_shifts(state, feasible, idx, shape) -> torch.Tensor:
     if idx is None:  # MMSE: one softmax per measurement, d ≥ 1 (the best key weighs 1)
         if feasible is not None and not bool(feasible.all()):
             raise ValueError("no shift of the measurement is feasible (in the range of B)")
-        return (state.num / state.d[:, None]).reshape(shape)
+        return state.result().reshape(shape)
     g_count = len(idx)
-    log_mass = (state.m + torch.log(state.d)).reshape(bsz, g_count)
+    log_mass = state.log_normaliser().reshape(bsz, g_count)
     if feasible is not None:
         log_mass = torch.where(feasible.reshape(bsz, g_count), log_mass, torch.full_like(log_mass, float("-inf")))
     if torch.isneginf(log_mass.amax(1)).any():
@@ -695,22 +673,34 @@ def plan_queries(groups, v, rows_all, sig_q, dtype, hw: int):
     return plans, kept_rank
 
 
-def _patch_blocks(plans, A, B, patch_size: int, precise: bool, dtype, hw: int):
-    """The score blocks of one chunk for LE-MMSE: keys ``whiten(Π_m B A x_i) − centre`` of each
-    plan's group, values the centre pixels ``x_i[m]``, key ids ``i·H·W + m``."""
-    def blocks(start, chunk):
-        meas = A(chunk) if B is None else B(A(chunk.double() if precise else chunk))
-        keys_all = extract_patches(meas, patch_size)  # (Nc, H·W, D)
+@dataclass(frozen=True)
+class PatchBlocks:
+    """The LE-MMSE's block source (:class:`~lemmse_lite.streaming.BlockSource`): for one chunk of
+    training images ``x_i`` (Nc, C, H, W) from image ``start``, one :class:`ScoreBlock` per plan,
+    keys ``whiten(Π_m B A x_i) − centre`` (Nc·L, r + 2 augmented) of the plan's group, values the
+    centre pixels ``x_i[m]`` (Nc·L, C), key ids ``i·H·W + m`` (`eq-le-general`). ``precise``: apply
+    ``B`` in float64 (a dense whitening)."""
+
+    plans: list
+    A: Operator
+    B: Operator | None
+    patch_size: int
+    precise: bool
+    hw: int
+
+    def __call__(self, start: int, chunk: torch.Tensor):
+        B = self.B
+        meas = self.A(chunk) if B is None else B(self.A(chunk.double() if self.precise else chunk))
+        keys_all = extract_patches(meas, self.patch_size)  # (Nc, H·W, D)
         values_all = centre_pixels(chunk)  # (Nc, H·W, C)
         image_ids = torch.arange(start, start + len(chunk), device=chunk.device)
-        for plan in plans:
+        for plan in self.plans:
             g = plan.group
             k = g.whiten(keys_all[:, g.locations]).reshape(len(chunk) * len(g.locations), g.rank)
             k = k.to(plan.q_aug.dtype)
             vals = values_all[:, g.locations].reshape(-1, chunk.shape[1])
-            ids = (image_ids[:, None] * hw + g.locations[None]).reshape(-1)
-            yield plan.rows, plan.q_aug, augment_keys(k - plan.centre), vals, ids
-    return blocks
+            ids = (image_ids[:, None] * self.hw + g.locations[None]).reshape(-1)
+            yield ScoreBlock(plan.rows, plan.q_aug, augment_keys(k - plan.centre), vals, ids)
 
 
 # ----------------------------------------------------------------------------- LE-MMSE: sub-lattice classes
@@ -817,14 +807,12 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
         plans += class_plans
         n_locations[rows] = len(locs)
 
-    def run(consumer, progress=None):
-        blocks = _patch_blocks(plans, A, B, patch_size, precise, dtype, h * w)
-        return stream_training(train, (c, h, w), chunk_size, y.device, dtype, blocks, consumer, engine, progress)
-
+    blocks = PatchBlocks(plans, A, B, patch_size, precise, h * w)
+    scores = ScoreStream(train, (c, h, w), chunk_size, y.device, dtype, blocks, engine)
     state = SoftmaxState(len(v), c, y.device, dtype, top_k=top_k if return_diagnostics else 0)
-    n_train = run(state)
+    n_train = scores.run(state)
     out = state.result().reshape(bsz, h, w, c).permute(0, 3, 1, 2).contiguous()
     if not return_diagnostics:
         return out
-    second = run if is_reiterable(train) else None
+    second = scores if is_reiterable(train) else None
     return out, build_diagnostics(state, n_train, n_locations, kept_rank, (bsz, h, w), second)

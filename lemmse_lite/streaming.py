@@ -13,11 +13,13 @@ the second-pass diagnostics need (:func:`is_reiterable`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from .checks import all_finite, check_positive_int
-from .engine import EngineConfig, stream_scores
+from .engine import EngineConfig, ScoreBlock, ScoreConsumer, stream_scores
 
 DEFAULT_MAX_MEMORY = 256 * 2**20  # bytes of working memory for one chunk of training keys
 
@@ -91,19 +93,46 @@ def is_reiterable(train) -> bool:
 _is_reiterable = is_reiterable  # the name of the first edition
 
 
-def stream_training(train, shape, chunk_size: int, device, dtype, blocks: Callable, consumer,
-                    engine: EngineConfig, progress: Callable[[int], None] | None = None,
-                    check_finite: bool = True) -> int:
-    """The one streaming driver of the estimators: for every chunk of ``train``, every
-    ``(rows, q_aug, k_aug, values, key_ids[, key_bias])`` that ``blocks(start, chunk)`` yields is
-    scored by :func:`lemmse_lite.engine.stream_scores` into ``consumer``. ``progress(n)`` is called with the
-    number of images seen after each chunk; ``check_finite``: as in :func:`training_chunks`.
-    Returns the number of training images N."""
-    n_seen = 0
-    for start, chunk in training_chunks(train, shape, chunk_size, device, dtype, check_finite):
-        for block in blocks(start, chunk):
-            stream_scores(consumer, *block, engine=engine)
-        n_seen = start + len(chunk)
-        if progress is not None:
-            progress(n_seen)
-    return n_seen
+class BlockSource(Protocol):
+    """What turns one chunk of training images into score blocks: ``source(start, chunk)`` with
+    ``chunk`` (Nc, C, H, W) the images from index ``start`` yields
+    :class:`~lemmse_lite.engine.ScoreBlock` s (the LE-MMSE's
+    :class:`~lemmse_lite.estimators.PatchBlocks`, the image estimators' rescoring softmax)."""
+
+    def __call__(self, start: int, chunk: torch.Tensor) -> Iterator[ScoreBlock]:
+        ...
+
+
+@dataclass(frozen=True)
+class ScoreStream:
+    """Every score block of one estimate, replayable: the training set ``train`` (tensor or
+    iterable of (N, C, H, W) chunks, images of shape ``shape`` (C, H, W)) read ``chunk_size``
+    images at a time onto ``device``/``dtype``, each chunk turned into blocks by ``blocks`` and
+    scored by :func:`lemmse_lite.engine.stream_scores` with ``engine``. The estimate's pass and
+    the diagnostics' N_eff passes (`eq-n-eff`) run the same object, so every score is
+    bit-identical across passes. ``check_finite``: as in :func:`training_chunks`."""
+
+    train: object
+    shape: tuple
+    chunk_size: int
+    device: object
+    dtype: torch.dtype
+    blocks: BlockSource
+    engine: EngineConfig
+    check_finite: bool = True
+
+    def run(self, consumer: ScoreConsumer, progress: Callable[[int], None] | None = None) -> int:
+        """Feed ``consumer`` every block of every chunk; ``progress(n)`` after each chunk with the
+        number of images seen. Returns the number of training images N."""
+        n_seen = 0
+        chunks = training_chunks(self.train, self.shape, self.chunk_size, self.device, self.dtype, self.check_finite)
+        for start, chunk in chunks:
+            for block in self.blocks(start, chunk):
+                if not isinstance(block, ScoreBlock):
+                    raise TypeError(f"a block source must yield ScoreBlock, got {type(block).__name__}")
+                stream_scores(consumer, block.rows, block.q_aug, block.k_aug, block.values, block.key_ids,
+                              block.key_bias, engine=self.engine)
+            n_seen = start + len(chunk)
+            if progress is not None:
+                progress(n_seen)
+        return n_seen
