@@ -8,13 +8,14 @@ result is summed up by its per-query online-softmax state: the running maximum `
 denominator ``d_r = Σ_k exp(s_k − m_r)`` and the numerator ``Σ_k exp(s_k − m_r) v_k``. A shard's
 log-normaliser ``ℓ_r = m_r + log d_r`` is read from its log-density (`course/08_generalisation.md`,
 `eq-log-density`: ``ℓ_r = log_density_r + log(N_r L)``, L the locations per query, equal on all
-ranks), and the states are merged with three collectives::
+ranks), every rank's ``(x̂_r, ℓ_r)`` is gathered (all_gather) and folded into one float64
+:class:`~lemmse_lite.engine.SoftmaxState` by its ``merge``, the online-softmax merge of the
+engine itself::
 
-    M = max_r ℓ_r                                (all_reduce MAX)
-    d = Σ_r exp(ℓ_r − M),  num = Σ_r exp(ℓ_r − M) x̂_r     (reduce SUM to rank dst)
-    x̂ = num / d,   log_density = M + log d − log(N L)
+    m = max_r ℓ_r,   d = Σ_r exp(ℓ_r − m),   num = Σ_r exp(ℓ_r − m) x̂_r,
+    x̂ = num / d,    log_density = m + log d − log(N L),
 
-in float64, which is the single-process result up to float32 rounding. The source map (the
+which is the single-process result up to float32 rounding. The source map (the
 training image and location of the largest weight, `eq-log-density`'s diagnostics) is the
 arg-max across ranks of each shard's largest unnormalised log-weight (ties: the lowest rank,
 i.e. the lowest image index, as in one process); image ids are offset by the shard's start.
@@ -25,7 +26,8 @@ Run with ``torchrun`` (one process per GPU, or several on CPU with gloo)::
     torchrun --standalone --nproc_per_node=2 -m lemmse_lite.distributed \\
         --dataset photos --n-train 2000 --n-test 4 --sigma 0.2 --patch-size 5 --out sharded.pt
 
-Each rank loads only its contiguous slice of the training images (:func:`shard_range`); rank 0
+Each rank streams only its contiguous slice of the training images (:func:`shard_range`,
+:func:`shard_stream`: one batch of its shard in memory at a time); rank 0
 prints the PSNR and saves ``x_hat``, ``y``, ``x`` and the source map to ``--out``. In your own
 script: ``dist.init_process_group(...)``, then on every rank
 ``le_mmse(y, my_shard, sigma, P, A=A, B=B)`` -- rank ``dst`` gets the estimate, the others None.
@@ -35,15 +37,21 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from . import data, estimators, metrics, operators
-from .checks import check_odd, check_positive_int
+from .checks import check_odd, check_positive_int, check_sigma
+from .engine import SoftmaxState
+from .problems import problem_operators
+from .profiles import get_profile
 
-__all__ = ["ShardedDiagnostics", "le_mmse", "main", "shard_range"]
+__all__ = ["ShardedDiagnostics", "le_mmse", "main", "shard_range", "shard_stream"]
+
+SHARD_BATCH = 256  # training images read at a time by a rank (:func:`shard_stream`)
 
 
 def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
@@ -121,22 +129,47 @@ def le_mmse(y, shard, sigma, patch_size, A=None, B=None, *, return_diagnostics=F
     offset, n_total = _shard_offsets(diag.n_train, out.device, group)
     # log Σ_k p_k of this shard, up to the common log L: log_density_r + log N_r (eq-log-density)
     log_mass = diag.log_density.double() + math.log(diag.n_train)
-    top = log_mass.clone()
-    dist.all_reduce(top, op=dist.ReduceOp.MAX, group=group)
-    weight = torch.exp(log_mass - top)  # (B, H, W)
-    num = out.double() * weight[:, None]
-    den = weight.clone()
     if return_diagnostics:
         image, location = _source_map(diag, log_mass, offset, group)
-    dist.reduce(num, dst, group=group)
-    dist.reduce(den, dst, group=group)
+    state = _merged_state(out, log_mass, group)
     if dist.get_rank(group) != dst:
         return None
-    estimate = (num / den[:, None]).to(out.dtype)
+    bsz, c, h, w = out.shape
+    estimate = state.result().reshape(bsz, h, w, c).permute(0, 3, 1, 2).to(out.dtype)
     if not return_diagnostics:
         return estimate
-    log_density = (top + torch.log(den) - math.log(n_total)).to(diag.log_density.dtype)
+    log_density = (state.log_normaliser() - math.log(n_total)).reshape(bsz, h, w).to(diag.log_density.dtype)
     return estimate, ShardedDiagnostics(log_density, image, location, n_total)
+
+
+def _merged_state(out: torch.Tensor, log_mass: torch.Tensor, group) -> SoftmaxState:
+    """Every rank's finished softmax — estimate ``out`` (B, C, H, W) and log-normaliser
+    ``log_mass`` (B, H, W) — gathered and merged in rank order into one float64
+    :class:`~lemmse_lite.engine.SoftmaxState` of Q = B·H·W queries (the engine's one merge)."""
+    c = out.shape[1]
+    mine = torch.cat([log_mass.reshape(-1, 1), out.double().permute(0, 2, 3, 1).reshape(-1, c)], dim=1)
+    parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, mine, group=group)
+    state = SoftmaxState(len(mine), c, mine.device, torch.float64)
+    every = slice(0, len(mine))
+    for part in parts:
+        state.merge(every, part[:, 1:], part[:, 0])
+    return state
+
+
+def shard_stream(name: str, n_train: int, rank: int, world: int, batch_size: int = SHARD_BATCH, **kwargs):
+    """Rank ``rank``'s shard of the first ``n_train`` images of ``data.stream(name, "train",
+    **kwargs)`` (:func:`shard_range`), as a re-iterable :class:`lemmse_lite.data.ImageStream` of
+    ``batch_size`` images: only the shard's images are ever read, one batch in memory at a time."""
+    start, stop = shard_range(n_train, rank, world)
+    whole = data.stream(name, "train", batch_size, n=n_train, **kwargs)
+    # the shard is the stream's order restricted to [start, stop): the same images as load()[start:stop]
+    return data.ImageStream(whole._part, whole._order[start:stop], batch_size, kwargs.get("size"), kwargs.get("grey"))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (``ru_maxrss``, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ----------------------------------------------------------------------------- torchrun entry point
@@ -158,8 +191,10 @@ def _parse(argv):
     for flag in ("n_train", "n_test"):
         check_positive_int(getattr(args, flag), "--" + flag.replace("_", "-"))
     check_odd(args.patch_size, "--patch-size")
-    if not (math.isfinite(args.sigma) and args.sigma > 0):
-        raise ValueError(f"--sigma must be positive and finite, got {args.sigma}")
+    try:
+        check_sigma(args.sigma, 1, "cpu", torch.float64)
+    except (TypeError, ValueError) as err:
+        p.error(f"--sigma: {err}")
     return args
 
 
@@ -172,17 +207,21 @@ def main(argv=None) -> int:
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
         device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if backend == "nccl" else "cpu")
-        start, stop = shard_range(args.n_train, rank, world)
         kw = {"seed": args.seed, "size": args.image_size, "grey": True}
-        shard = data.load(args.dataset, "train", n=args.n_train, **kw)[start:stop]
+        shard = shard_stream(args.dataset, args.n_train, rank, world, **kw)
         x = data.load(args.dataset, "test", n=args.n_test, **kw).to(device)
-        A = operators.forward_operator(args.problem, *x.shape[-2:])
+        # the problem registry's operators, at this data's size and seed (MRI: the profile's settings)
+        A, B = problem_operators(args.problem, None, get_profile().replace(image_size=x.shape[-1], seed=args.seed))
         y = operators.measure(A, x, args.sigma, args.seed)
-        got = le_mmse(y, shard, args.sigma, args.patch_size, A=A, return_diagnostics=True)
+        got = le_mmse(y, shard, args.sigma, args.patch_size, A=A, B=B, return_diagnostics=True)
+        rss = torch.tensor([peak_rss_mib()])
+        peaks = [torch.zeros(1) for _ in range(world)]
+        dist.all_gather(peaks, rss)
         if got is not None:
             x_hat, diag = got
             print(f"LE-MMSE over {world} ranks ({backend}), N = {diag.n_train}: PSNR "
-                  f"{metrics.psnr(x_hat, x).mean().item():.2f} dB on {len(x)} images")
+                  f"{metrics.psnr(x_hat, x).mean().item():.2f} dB on {len(x)} images; peak RSS per rank "
+                  + ", ".join(f"{float(p):.0f}" for p in peaks) + " MiB")
             if args.out:
                 torch.save({"x_hat": x_hat.cpu(), "y": y.cpu(), "x": x.cpu(), "log_density": diag.log_density.cpu(),
                             "source_image": diag.source_image.cpu(), "source_location": diag.source_location.cpu(),
