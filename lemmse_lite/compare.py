@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from .estimators import le_mmse
+from .files import atomic_write
 from .metrics import psnr
 from .operators import measure
 from .plotting import image_grid
@@ -198,7 +199,7 @@ def save_results(rows, out_dir, name="compare"):
             return {k: strict(x) for k, x in v.items()}
         return None if isinstance(v, float) and not math.isfinite(v) else v
 
-    json_path.write_text(json.dumps([strict(r) for r in rows], indent=2, allow_nan=False) + "\n")
+    atomic_write(json_path, json.dumps([strict(r) for r in rows], indent=2, allow_nan=False) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r)) or list(COLUMNS)
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)

@@ -14,7 +14,7 @@
 
 Cache: ``$LEMMSE_CACHE`` if set, else ``.lemmse_cache/`` in the repository root (git-ignored), or
 in the working directory for an installed package. Every file is written atomically (temporary
-file + ``os.replace``, :func:`lemmse_lite.training.save_checkpoint`), and a file that cannot be
+file + ``os.replace``: :func:`lemmse_lite.files.atomic_write`, :func:`lemmse_lite.training.save_checkpoint`), and a file that cannot be
 read, or whose stored key differs, is ignored and recomputed: an interrupted write is never read.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ import torch
 from . import estimators, metrics, models, operators, patches, profiles
 from .compare import compare
 from .controls import DISJOINT, SECOND_SEED, agreement_row
+from .files import atomic_write
 from .problems import PROBLEM_OPTIONS, load_images, problem_description, problem_operators, problem_settings
 from .store import CACHE_ENV, cache_dir, cache_key, cached, tensor_digest
 from .tables import format_table
@@ -415,12 +415,8 @@ def save_results(name: str, rows, profile, cache=None) -> Path:
     """Write ``rows`` (agreement rows or any JSON-able result) to
     ``<cache>/results/<profile>/<name>.json`` atomically; returns the path."""
     path = _results_dir(profile, cache) / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"profile": profile.name, "settings": json_safe(vars_of(profile)),
-                               "rows": json_safe(rows)}, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps({"profile": profile.name, "settings": json_safe(vars_of(profile)),
+                                          "rows": json_safe(rows)}, indent=1, allow_nan=False) + "\n")
 
 
 def vars_of(profile) -> dict:
@@ -485,7 +481,5 @@ def write_results_table(readme_path, results) -> str:
         text = before + block + rest.split(README_END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n## Networks against the theory (generated)\n\n" + block + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
     return table

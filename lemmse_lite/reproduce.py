@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 
 from . import __version__, data, experiments, plotting
+from .files import atomic_write
 from .profiles import PAPER_PROBLEMS
 from .tables import format_table
 
@@ -188,16 +188,6 @@ def _cell_path(out: Path, cell: Cell) -> Path:
     return out / "cells" / (cell.name.replace("/", "__").replace(":", "=") + ".json")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Temporary file in the same folder, fsync, ``os.replace``: a reader sees all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 def _stored(path: Path, key: str):
     """The record stored at ``path`` under ``key``, else None (absent, torn, other settings)."""
@@ -218,7 +208,7 @@ def _run_cell(cell: Cell, profile, out: Path, cache, progress: bool) -> dict:
     t0 = time.perf_counter()
     result = experiments.json_safe(cell.run(profile, cache, progress))
     record = {"cell": cell.name, "key": key, "result": result, "seconds": time.perf_counter() - t0}
-    _atomic_write(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
+    atomic_write(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
     return {**record, "resumed": False}
 
 
@@ -267,14 +257,14 @@ def write_outputs(records, profile, out: Path) -> dict:
                "cells": {r["cell"]: r["result"] for r in records},
                "seconds": {r["cell"]: r["seconds"] for r in records},
                "resumed": [r["cell"] for r in records if r["resumed"]]}
-    _atomic_write(out / "results.json", json.dumps(results, indent=1, allow_nan=False) + "\n")
+    atomic_write(out / "results.json", json.dumps(results, indent=1, allow_nan=False) + "\n")
     rows = _agreement_rows(records)
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=AGREEMENT_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     figures = write_figures(results, out / "figures")
-    (out / "REPORT.md").write_text(report_markdown(results, profile, figures), encoding="utf-8")
+    atomic_write(out / "REPORT.md", report_markdown(results, profile, figures))
     return results
 
 
