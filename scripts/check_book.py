@@ -81,6 +81,49 @@ def check_page(page: dict, source: str) -> tuple[int, int, list[str]]:
     return len(wanted), len(wanted) - len(missing), missing
 
 
+#: A number a reference's hand-written text carries: "eq. (1.4)", "chapter 04", "exercise 5.2".
+NUMBER = re.compile(r"\d+(?:\.\d+)*")
+
+
+def _text(node: dict) -> str:
+    return node.get("value", "") + "".join(_text(c) for c in node.get("children", []))
+
+
+def _references(node: dict):
+    """Every cross-reference and internal link of a page's tree, at any depth."""
+    if node.get("type") in ("crossReference", "link") and node.get("identifier"):
+        yield node
+    for child in node.get("children", []):
+        yield from _references(child)
+
+
+def load_pages(content: Path) -> dict[str, dict]:
+    """The built pages of a content build (``_build/site/content``), keyed by their data URL."""
+    return {f"/{path.name}": json.loads(path.read_text(encoding="utf-8")) for path in content.glob("*.json")}
+
+
+def check_numbers(pages: dict[str, dict]) -> tuple[int, list[str]]:
+    """(references checked, mismatches): every reference whose own text carries a number (the
+    form chapters use across notebooks, which JupyterLab cannot resolve) must carry the number
+    the build gave its target: an equation's, figure's, exercise's or theorem's enumerator, or a
+    chapter's two digits (the file its page was built from)."""
+    checked, wrong = 0, []
+    for page in pages.values():
+        for ref in _references(page["mdast"]):
+            written = NUMBER.findall(_text(ref))
+            target = ref.get("enumerator")
+            if target is None and ref.get("identifier", "").startswith("ch-"):
+                built = pages.get(ref.get("dataUrl", ""), {}).get("location", "")
+                target = Path(built).name[:2] or None
+            if not written or target is None:
+                continue
+            checked += 1
+            if written[-1] != target:
+                wrong.append(f"{page.get('location', '?')}: '{_text(ref)}' -> #{ref['identifier']}, "
+                             f"which the book numbers {target}")
+    return checked, wrong
+
+
 def _toc_files(toc: list) -> list[str]:
     files = []
     for entry in toc:
@@ -257,6 +300,10 @@ def main(argv=None) -> int:
     toc = _toc_files(yaml.safe_load((project / "myst.yml").read_text(encoding="utf-8"))["project"]["toc"])
     if pages is not None and pages != len(toc):
         errors.append(f"built {pages} pages, the toc lists {len(toc)}")
+    if pages is not None:
+        checked, wrong = check_numbers(load_pages(project / "_build" / "site" / "content"))
+        print(f"  hand-written reference numbers: {checked} checked, {len(wrong)} wrong")
+        errors += wrong
     ok = pages is not None and not errors and not warnings
     print(f"book build ({'executed' if args.execute else 'content'}) in {seconds:.0f} s: "
           f"{pages if pages is not None else 'no'} pages, {len(errors)} errors, {len(warnings)} warnings")

@@ -113,3 +113,35 @@ def test_actionlint_rejects_a_broken_workflow(tmp_path):
                    "      - run: echo ${{ github.nonexistent_context_key }}\n        uses: actions/checkout@v5\n")
     run = subprocess.run([_actionlint(), str(bad)], capture_output=True, text=True, check=False)
     assert run.returncode != 0
+
+
+def _ref(kind, text, identifier, **extra):
+    return {"type": kind, "identifier": identifier, "children": [{"type": "text", "value": text}], **extra}
+
+
+def _numbered_pages(eq_text, chapter_text):
+    """Two built pages: chapter 04 holds eq-lemmse (4.4); chapter 05 refers to it and to 04."""
+    refs = [_ref("crossReference", eq_text, "eq-lemmse", enumerator="4.4"),
+            _ref("link", chapter_text, "ch-locality", dataUrl="/course.locality.json"),
+            _ref("crossReference", "(5.1)", "eq-local-here", enumerator="5.1")]
+    return {"/course.locality.json": {"location": "/course/04_locality.md", "mdast": {"type": "root"}},
+            "/course.closed-form.json": {"location": "/course/05_closed_form.md", "mdast": {
+                "type": "root", "children": [{"type": "paragraph", "children": refs}]}}}
+
+
+@pytest.mark.parametrize("eq_text, chapter_text, wrong", [
+    ("eq. (4.4)", "chapter 04", 0), ("eq. (4.3)", "chapter 04", 1), ("eq. (4.4)", "Chapter 05", 1),
+    ("eq. (4.3)", "chapter 4", 2)])
+def test_hand_written_numbers_checked(eq_text, chapter_text, wrong):
+    checked, mismatches = check_book.check_numbers(_numbered_pages(eq_text, chapter_text))
+    assert checked == 3 and len(mismatches) == wrong
+
+
+def test_course_reference_numbers_agree_with_the_book(tmp_path):
+    """The real book: its content build (seconds, offline) numbers every target; each hand-written
+    number in course/*.md agrees (JupyterLab shows that text, the book its own number)."""
+    log = check_book.build(check_book.BOOK, False, tmp_path / "build.log", timeout=600)
+    assert check_book.check_log(log)[2] is not None, log[-2000:]
+    checked, wrong = check_book.check_numbers(check_book.load_pages(
+        check_book.BOOK / "_build" / "site" / "content"))
+    assert checked >= 100 and wrong == []
