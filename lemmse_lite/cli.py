@@ -5,15 +5,19 @@ inpainting and Gaussian deblurring it runs MMSE, E-MMSE and LE-MMSE on held-out 
 to the ground truth and to the nearest training image (memorisation), and writes a figure.
 
 Every flag is honoured when valid and rejected otherwise with a one-line error naming the flag
-(exit code 2, no traceback). A flag left out takes the profile's value (--profile, default
-$LEMMSE_PROFILE); a flag given, even 0, is never replaced by a default.
+(exit code 2, no traceback): the flag checks raise a usage error, the only error the command
+turns into a one-line message; any other error is a bug of ours and keeps its traceback. A flag
+left out takes the profile's value (--profile, default $LEMMSE_PROFILE); a flag given, even 0, is
+never replaced by a default.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,12 +25,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import data, estimators, metrics, operators
+from . import data, estimators, metrics, operators, problems
 from .checks import check_odd, check_positive_int, check_sigma
+from .files import atomic_write
 from .models import make_model
 from .profiles import get_profile
 from .tables import format_table
-from .training import CheckpointError, checkpoint_path, load_run, save_run, train
+from .training import CheckpointError, checkpoint_path, load_run, save_checkpoint, save_run, train
 
 ESTIMATORS = {"MMSE": "mmse", "E-MMSE": "equivariant_mmse", "LE-MMSE": "le_mmse"}
 DEMO_SIGMA = {"denoising": 0.2, "inpainting": 0.05, "deblurring": 0.05, "mri": 0.05}
@@ -47,6 +52,48 @@ SIGMA_FLAGS = ("sigma", "sigma_min", "sigma_max")
 
 # ----------------------------------------------------------------------------- flag checks
 
+class UsageError(ValueError):
+    """A flag or argument of the command line that cannot be honoured: ``main`` prints it on one
+    line and exits 2. Raised by the flag checks only (:func:`_flag_check`)."""
+
+
+def _flag_check(check):
+    """Decorator of a function that checks or reads what a flag names: its ``ValueError``,
+    ``TypeError``, ``FileNotFoundError`` and ``CheckpointError`` (whose messages name the flag)
+    become a :class:`UsageError`; nothing else does."""
+    @functools.wraps(check)
+    def checked(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except UsageError:
+            raise
+        except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
+            raise UsageError(str(err)) from None
+    return checked
+
+
+def demo_sigma(problem: str) -> float:
+    """The default noise level of ``problem`` (its name before any ``:options``), from
+    :data:`DEMO_SIGMA`; a problem without one is a one-line error naming ``--sigma``."""
+    name = problem.partition(":")[0]
+    if name not in DEMO_SIGMA:
+        raise UsageError(f"--sigma: no default noise level for the problem {problem!r}; give --sigma")
+    return DEMO_SIGMA[name]
+
+
+def check_out(command: str, out) -> None:
+    """``--out`` of any subcommand: a folder (a file for ``estimate``) that can be created and
+    written; otherwise one line naming the flag."""
+    if out is None:
+        return
+    folder = Path(out).parent if command == "estimate" else Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot create the folder {folder} ({err.strerror or err})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the folder {folder} is not writable")
+
 def _flag(dest: str) -> str:
     """``n_train`` -> ``--n-train`` (the name the user typed)."""
     return "--" + dest.replace("_", "-")
@@ -57,6 +104,7 @@ def _opt(value, default):
     return default if value is None else value
 
 
+@_flag_check
 def check_sigma_flag(value: float, flag: str = "--sigma") -> float:
     """A noise level from the command line: positive, finite, at most :data:`SIGMA_MAX`; a one-line
     warning on stderr above :data:`SIGMA_WARN`."""
@@ -70,6 +118,7 @@ def check_sigma_flag(value: float, flag: str = "--sigma") -> float:
     return value
 
 
+@_flag_check
 def check_flags(args) -> None:
     """Validate every flag given on the command line (``None`` = not given); ValueError naming it."""
     for dest in POSITIVE_INT_FLAGS:
@@ -90,6 +139,7 @@ def check_flags(args) -> None:
         raise ValueError(f"--dataset must be one of {', '.join(data.DATASETS)}, got {args.dataset!r}")
 
 
+@_flag_check
 def resolve_device(name: str | None, profile) -> torch.device:
     """``--device`` (default: the profile's) as a torch device that exists on this machine."""
     name = _opt(name, profile.device)
@@ -111,16 +161,19 @@ def load_images(name: str, split: str, n: int, seed: int, n_flag: str) -> torch.
     except (ValueError, TypeError, FileNotFoundError) as err:
         flag = n_flag if str(err).startswith("n=") else "--dataset"
         value = n if flag == n_flag else name
-        raise ValueError(f"{flag} {value}: {err}") from None
+        raise UsageError(f"{flag} {value}: {err}") from None
 
 
-def problem_operators(problem: str, spec: str | None, h: int, w: int):
-    """``(A, B)`` of a problem and a ``--B`` spec; a bad spec is an error naming ``--B``."""
-    A = operators.forward_operator(problem, h, w)
+def problem_operators(problem: str, spec: str | None, profile, size: int):
+    """``(A, B)`` of a problem and a ``--B`` spec from the problem registry
+    (:func:`lemmse_lite.problems.problem_operators`: the profile's seed and MRI settings) for
+    images of side ``size``; a bad spec is an error naming ``--B``."""
     try:
-        return A, operators.pre_inverse(A, spec)
+        return problems.problem_operators(problem, spec, profile.replace(image_size=size))
     except (ValueError, TypeError) as err:
-        raise ValueError(f"--B {spec}: {err}") from None
+        if spec is None:
+            raise
+        raise UsageError(f"--B {spec}: {err}") from None
 
 
 def _problem_data(args, profile, device):
@@ -131,6 +184,7 @@ def _problem_data(args, profile, device):
     return train, test.to(device)
 
 
+@_flag_check
 def resolve_patch_size(args, profile, images: torch.Tensor) -> int:
     """``--patch-size`` (default: the profile's), at most the image side of ``images`` (N, C, H, W)."""
     P = _opt(args.patch_size, profile.patch_size)
@@ -158,12 +212,11 @@ def _sync(device):
 
 def _demo_rows(args, profile, train, test, P, bar):
     """PSNR rows and figure panels of every (problem, estimator) job."""
-    h, w = test.shape[-2:]
     rows, fig_rows, fig_psnr, measurements = [], {}, {}, {}
     for problem, label in bar:
         bar.set_postfix_str(f"{problem} / {label}")
-        A = operators.forward_operator(problem, h, w)
-        sigma = _opt(args.sigma, DEMO_SIGMA[problem])
+        A, _ = problem_operators(problem, None, profile, test.shape[-1])
+        sigma = _opt(args.sigma, demo_sigma(problem))
         if problem not in measurements:
             measurements[problem] = operators.measure(A, test, sigma, profile.seed)
         y = measurements[problem]
@@ -189,7 +242,6 @@ def cmd_demo(args) -> int:
     train, test = _problem_data(args, profile, device)
     P = resolve_patch_size(args, profile, test)
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm([(p, e) for p in args.problems for e in ESTIMATORS], desc="demo", disable=args.quiet)
     rows, fig_rows, fig_psnr = _demo_rows(args, profile, train, test, P, bar)
     fig = comparison_figure(fig_rows, ["measurement", *ESTIMATORS, "truth"], fig_psnr)
@@ -198,8 +250,8 @@ def cmd_demo(args) -> int:
           f"{len(test)} held-out photos, P = {P}, device {device}\n")
     print(format_table(rows, formats={"sigma": "{:g}"}, align="left"))
     elapsed = time.time() - t0
-    (out_dir / "demo.json").write_text(json.dumps({"rows": rows, "seconds": elapsed, "n_train": len(train),
-                                                   "n_test": len(test), "patch_size": P}, indent=2))
+    atomic_write(out_dir / "demo.json", json.dumps({"rows": rows, "seconds": elapsed, "n_train": len(train),
+                                                    "n_test": len(test), "patch_size": P}, indent=2))
     print(f"\nfigure: {out_dir / 'demo.png'}   table: {out_dir / 'demo.json'}   ({elapsed:.1f} s)")
     return 0
 
@@ -211,8 +263,8 @@ def cmd_estimate(args) -> int:
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)
     train, test = _problem_data(args, profile, device)
-    A, B = problem_operators(args.problem, args.B, *test.shape[-2:])
-    sigma = _opt(args.sigma, DEMO_SIGMA[args.problem])
+    A, B = problem_operators(args.problem, args.B, profile, test.shape[-1])
+    sigma = _opt(args.sigma, demo_sigma(args.problem))
     y = operators.measure(A, test, sigma, profile.seed)
     t0 = time.time()
     x_hat = run_estimator(args.estimator, y, train, sigma, A, B, resolve_patch_size(args, profile, test))
@@ -221,8 +273,7 @@ def cmd_estimate(args) -> int:
     print(f"{args.estimator} ({args.problem}, B = {_opt(args.B, 'none')}, sigma = {sigma:g}): "
           f"PSNR {metrics.psnr(x_hat, test).mean().item():.2f} dB, {dt:.2f} s for {len(test)} images")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"x_hat": x_hat.cpu(), "y": y.cpu(), "x": test.cpu()}, args.out)
+        save_checkpoint(args.out, {"x_hat": x_hat.cpu(), "y": y.cpu(), "x": test.cpu()})
     return 0
 
 
@@ -234,7 +285,7 @@ def cmd_bench(args) -> int:
     device = resolve_device(args.device, profile)
     train, test = _problem_data(args, profile, device)
     P = resolve_patch_size(args, profile, test)
-    y = operators.measure(None, test, 0.2, 0)
+    y = operators.measure(None, test, 0.2, profile.seed)
     estimators.le_mmse(y[:1], train[:8], 0.2, P)  # warm-up
     _sync(device)
     t0 = time.time()
@@ -254,19 +305,19 @@ def cmd_train(args) -> int:
     """Train a local CNN; the run folder (training.save_run) holds checkpoint.pt (atomic,
     resumable), history.json and model.pt (config + EMA weights) that lemmse compare reads."""
     if args.n_test is not None:
-        raise ValueError("--n-test is not used by lemmse train (it sees training images only); leave it out")
+        raise UsageError("--n-test is not used by lemmse train (it sees training images only); leave it out")
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)
     name = _opt(args.dataset, profile.dataset)
     images = load_images(name, "train", _opt(args.n_train, profile.n_train), profile.seed, "--n-train")
-    c, h, w = images.shape[1:]
-    A, B = problem_operators(args.problem, args.B, h, w)
+    c, size = images.shape[1], images.shape[-1]
+    A, B = problem_operators(args.problem, args.B, profile, size)
     P = resolve_patch_size(args, profile, images)
     model = make_model(args.arch, patch_size=P, channels=c, width=_opt(args.width, profile.model_width),
                        depth=_opt(args.depth, profile.model_depth))
     sigma_range = (_opt(args.sigma_min, profile.sigma_range[0]), _opt(args.sigma_max, profile.sigma_range[1]))
     if sigma_range[0] > sigma_range[1]:
-        raise ValueError(f"--sigma-min {sigma_range[0]:g} must not exceed --sigma-max {sigma_range[1]:g}")
+        raise UsageError(f"--sigma-min {sigma_range[0]:g} must not exceed --sigma-max {sigma_range[1]:g}")
     t0 = time.time()
     hist = train(model, images, A, B, sigma_range, _opt(args.steps, profile.train_steps),
                  _opt(args.batch_size, profile.batch_size), _opt(args.lr, profile.lr), device=str(device),
@@ -282,6 +333,7 @@ def cmd_train(args) -> int:
     return 0
 
 
+@_flag_check
 def _load_runs(paths, device):
     """``{label: model}`` and the shared meta of runs written by ``lemmse train``."""
     models, metas = {}, []
@@ -295,6 +347,7 @@ def _load_runs(paths, device):
     return models, metas[0]
 
 
+@_flag_check
 def _check_run_flags(args, meta):
     """``--dataset`` and ``--n-train`` of ``lemmse compare`` are read from the run folders; given
     on the command line they must agree with them (never silently ignored)."""
@@ -317,7 +370,7 @@ def cmd_compare(args) -> int:
     train_images = load_images(first["dataset"], "train", first["n_train"], first["seed"], "--n-train")
     test_images = load_images(first["dataset"], "test", _opt(args.n_test, profile.n_test), first["seed"],
                               "--n-test")
-    A, B = problem_operators(first["problem"], first["B"], *train_images.shape[-2:])
+    A, B = problem_operators(first["problem"], first["B"], profile, train_images.shape[-1])
     sigmas = _opt(args.sigmas, list(profile.sigmas))
     table = compare(models, train_images, test_images, A, B, sigmas=sigmas, patch_size=args.patch_size,
                     n_measurements=_opt(args.n_measurements, profile.n_test), seed=profile.seed,
@@ -446,9 +499,14 @@ def _add_train_compare(sub):
 
 
 def cmd_course(args) -> int:
-    """``lemmse course``: lemmse_lite.course, imported only for this subcommand (nbclient, nbconvert)."""
+    """``lemmse course``: lemmse_lite.course, imported only for this subcommand (nbclient, nbconvert).
+    Its flag checks raise ValueError (course.py does not know :class:`UsageError`), so its
+    ValueErrors are read as usage errors here."""
     from .course import cmd_course as run
-    return run(args)
+    try:
+        return run(args)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _add_course(sub):
@@ -473,10 +531,10 @@ def cmd_reproduce(args) -> int:
     (lemmse_lite.reproduce, imported only for this subcommand)."""
     from . import reproduce
 
-    profile = reproduce.override(get_profile(args.profile), args.set)
+    profile = _flag_check(reproduce.override)(get_profile(args.profile), args.set)
     if args.device is not None:
         profile = profile.replace(device=str(resolve_device(args.device, profile)))
-    cells = reproduce.select(reproduce.plan(profile), args.only)
+    cells = _flag_check(reproduce.select)(reproduce.plan(profile), args.only)
     if args.list:
         for cell in cells:
             print(f"{cell.name:<42} {' '.join(sorted(cell.tags))}")
@@ -538,8 +596,9 @@ def main(argv=None) -> int:
         return stop.code if isinstance(stop.code, int) else 2
     try:
         check_flags(args)
+        check_out(args.command, getattr(args, "out", None))
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, CheckpointError) as err:
+    except UsageError as err:  # only the flag checks raise it: any other error is ours, with its traceback
         print(f"lemmse {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -161,3 +161,35 @@ def test_psnr_printed_is_the_estimate_psnr(tmp_path, capsys):
     saved = torch.load(out, weights_only=True)
     expected = metrics.psnr(saved["x_hat"], saved["x"]).mean().item()
     assert f"PSNR {expected:.2f} dB" in capsys.readouterr().out
+
+
+OUT_COMMANDS = [["demo"], ["estimate"], ["train"], ["compare", "/nonexistent/run"], ["reproduce"], ["course"]]
+
+
+@pytest.mark.parametrize("argv", OUT_COMMANDS, ids=lambda a: a[0])
+def test_unwritable_out_is_one_line_naming_the_flag(argv, capsys):
+    """--out under a file (/dev/null/x) names --out on one line, for every subcommand (issue 26)."""
+    assert main([*argv, "--out", "/dev/null/x", *([] if argv[0] == "course" else QUICK)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"lemmse {argv[0]}: error: --out /dev/null/x"), err
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch, tmp_path):
+    """Only flag checks become one-line usage errors: a ValueError raised inside an estimator (a
+    bug of ours, not a bad flag) propagates with its traceback."""
+    def broken(*args, **kwargs):
+        raise ValueError("internal bug")
+
+    monkeypatch.setattr(estimators, "le_mmse", broken)
+    with pytest.raises(ValueError, match="internal bug"):
+        main(["estimate", *QUICK, "--n-train", "4", "--n-test", "1", "--out", str(tmp_path / "e.pt")])
+
+
+def test_every_problem_has_a_default_sigma():
+    """The CLI's problem choices are operators.PROBLEMS: each has a default noise level, and a
+    problem with options reads its name's (no KeyError for 'inpainting:box=15')."""
+    assert set(cli.DEMO_SIGMA) == set(operators.PROBLEMS)
+    assert cli.demo_sigma("inpainting:box=15") == cli.DEMO_SIGMA["inpainting"]
+    with pytest.raises(cli.UsageError, match="--sigma"):
+        cli.demo_sigma("nosuch")
