@@ -288,9 +288,10 @@ def trained_diffusion_network(images: torch.Tensor, patch_size: int, width: int,
         raise TypeError(f"config must be a TrainConfig (diffusion_train_config), got {type(config).__name__}")
     settings = {"kind": "diffusion", "data": store.tensor_digest(images), "patch_size": patch_size,
                 "width": width, "depth": depth, "config": vars(config)}
-    torch.manual_seed(config.seed)
-    net = EDMPreconditioner(models.make_model("resnet", patch_size=patch_size, channels=images.shape[1],
-                                              width=width, depth=depth))
+    with torch.random.fork_rng(devices=[]):  # the initial weights from config.seed; the caller's RNG untouched
+        torch.manual_seed(config.seed)
+        net = EDMPreconditioner(models.make_model("resnet", patch_size=patch_size, channels=images.shape[1],
+                                                  width=width, depth=depth))
     state = {}
 
     def compute():
