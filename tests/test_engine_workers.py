@@ -56,3 +56,65 @@ def test_thread_count_is_restored():
 def test_bad_workers_rejected(workers):
     with pytest.raises(ValueError, match="workers"):
         EngineConfig(workers=workers)
+
+
+def test_single_threaded_restores_the_count_when_two_threads_overlap():
+    """Two estimator threads whose single-threaded blocks interleave (A enters, B enters, A exits,
+    B exits) leave the caller's count, not the lowered one (a save/restore per call would not)."""
+    import threading
+
+    from lemmse_lite.engine import single_threaded
+
+    before = torch.get_num_threads()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with single_threaded():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def second():
+        a_in.wait(5)
+        with single_threaded():
+            b_in.set()
+            a_out.wait(5)
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert torch.get_num_threads() == before
+
+
+def test_softmax_merge_of_two_halves_equals_one_pass():
+    """SoftmaxState.merge of two finished softmaxes (the distributed and fused-kernel path) equals
+    one update over all the keys: the one merge of the engine, in float64."""
+    from lemmse_lite.engine import SoftmaxState
+
+    gen = torch.Generator().manual_seed(0)
+    scores = 30 * torch.randn(5, 40, generator=gen, dtype=torch.float64)
+    values = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    whole = SoftmaxState(5, 3, "cpu", torch.float64)
+    whole.update(slice(0, 5), scores.clone(), values.T, None)
+    merged = SoftmaxState(5, 3, "cpu", torch.float64)
+    for part in (slice(0, 13), slice(13, 40)):
+        half = SoftmaxState(5, 3, "cpu", torch.float64)
+        half.update(slice(0, 5), scores[:, part].clone(), values[part].T, None)
+        merged.merge(slice(0, 5), half.result(), half.log_normaliser())
+    expect = torch.softmax(scores, 1) @ values
+    assert torch.allclose(whole.result(), expect, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(merged.result(), expect, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(merged.log_normaliser(), torch.logsumexp(scores, 1), rtol=1e-12)
+
+
+def test_importing_the_estimators_installs_no_warnings_filter():
+    """In a fresh interpreter: importing the package's estimators leaves warnings.filters as it was."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; before = list(warnings.filters); import lemmse_lite.estimators, lemmse_lite.cli; "
+            "assert warnings.filters == before, warnings.filters[:3]")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-1000:]
