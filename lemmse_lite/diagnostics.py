@@ -249,61 +249,91 @@ class NeffPass:
         self.lo = torch.where(fixed & (br.chosen > 0), chosen, -inf)
         self.hi = torch.where(fixed & ~open_end, chosen + 1, inf)
 
-    def _inside(self, rows, s):
-        """(q, k) scores -> (q, k) bool inside the bracket, or None before any level."""
-        inside = None
-        for lvl in range(self.max_depth):
-            t = _position(s, self.br.ref[rows, lvl], self.br.scale[rows, lvl])
-            ok = (t >= self.lo[rows, lvl][:, None]) & (t < self.hi[rows, lvl][:, None])
-            inside = ok if inside is None else inside & ok
-        return inside
-
     def update(self, rows, scores, values=None, key_ids=None):
+        """One (q, k) block. Every weight a pass keeps lies in its query's level-0 band (above the
+        floor; at depth >= 1 inside the chosen level-0 bin), so one or two comparisons screen the
+        block (two bins loose) and every later op runs on the survivors only, a flat list of
+        entries (block row ``r``, score ``s``) with per-row quantities spread by ``index_select``."""
         mode = self.br.mode[rows]
-        hist, coll = mode == HIST, mode == COLLECT
-        if not bool(hist.any() | coll.any()):
+        if not bool((mode != DONE).any()):
             return
-        inside = self._inside(rows, scores)
         if isinstance(rows, slice):
             rows = torch.arange(rows.start, rows.stop, device=scores.device)
-        if bool(hist.all()):  # the common first pass: no copies
-            self._histogram(rows, scores, inside)
+        lower, upper = self._band(rows, mode)
+        mask = scores > lower[:, None]
+        if upper is not None:
+            mask &= scores < upper[:, None]
+        where = torch.nonzero(mask)  # (n, 2): (row, column), row-major
+        r = where[:, 0]
+        s = scores.view(-1).index_select(0, r * scores.shape[1] + where[:, 1])
+        inside = self._inside(rows, r, s)
+        hist, coll = mode == HIST, mode == COLLECT
+        if bool(hist.all()):  # the common first pass: no selection
+            self._histogram(rows, r, s, inside)
         elif bool(coll.all()):  # the common last pass
-            self._collect(rows, scores, inside)
+            self._collect(rows, r, s, inside)
         else:
-            if hist.any():
-                self._histogram(rows[hist], scores[hist], None if inside is None else inside[hist])
-            if coll.any():
-                self._collect(rows[coll], scores[coll], inside[coll])
+            for m, step in ((hist, self._histogram), (coll, self._collect)):
+                if bool(m.any()):
+                    on = m.index_select(0, r)
+                    step(rows, r[on], s[on], None if inside is None else inside[on])
+
+    def _band(self, rows, mode):
+        """(q,) score bounds ``lower < s < upper`` of the rows' level-0 bands, two bins loose
+        (``upper`` None when every row is at level 0); DONE rows get an empty band."""
+        ref0, scale0, depth = self.br.ref[rows, 0], self.br.scale[rows, 0], self.br.depth[rows]
+        hi = torch.where(depth > 0, self.hi[rows, 0], torch.full_like(ref0, N_BINS))
+        lower = ref0 - (hi + 2) / scale0
+        lower = torch.where(mode == DONE, torch.full_like(lower, float("inf")), lower)
+        if not bool((depth > 0).any()):
+            return lower, None
+        return lower, ref0 - (self.lo[rows, 0] - 2) / scale0
+
+    def _spread(self, table, rows, col, r):
+        """``table[rows[r], col[r]]`` per entry: the (q,) per-row values first, then spread."""
+        return table[rows, col].index_select(0, r) if isinstance(col, int) else _at(table, rows, col).index_select(0, r)
+
+    def _inside(self, rows, r, s):
+        """Entries (block row ``r``, score ``s``), (n,) -> (n,) bool inside the bracket, or None
+        before any level (positions as :func:`_position` computes them, element by element)."""
+        inside = None
+        for lvl in range(self.max_depth):
+            t = (self._spread(self.br.ref, rows, lvl, r) - s).mul_(self._spread(self.br.scale, rows, lvl, r))
+            ok = (t >= self._spread(self.lo, rows, lvl, r)) & (t < self._spread(self.hi, rows, lvl, r))
+            inside = ok if inside is None else inside & ok
+        return inside
 
     def gathered(self):
         """The collected (rows (n,) int32, scores (n,)), concatenated."""
         return torch.cat([w for w, _ in self.collected]), torch.cat([x for _, x in self.collected])
 
-    def _collect(self, rows, s, inside):
-        r, c = torch.nonzero(inside, as_tuple=True)
-        self.collected.append((rows[r].to(torch.int32), s[r, c]))
+    def _collect(self, rows, r, s, inside):
+        if inside is not None:
+            r, s = r[inside], s[inside]
+        self.collected.append((rows.index_select(0, r).to(torch.int32), s))
 
-    def _histogram(self, rows, s, inside):
-        """Bin the kept weights of (q,) long ``rows`` (scores ``s`` (q, k)); only those are touched,
-        which in the concentrated case is a small fraction of the block."""
-        lvl = self.br.depth[rows]
-        t = _position(s, _at(self.br.ref, rows, lvl), _at(self.br.scale, rows, lvl))
+    def _histogram(self, rows, r, s, inside):
+        """Bin the kept weights among the entries (block row ``r``, score ``s``), each (n,), of a
+        block of queries ``rows`` (q,): at level 0 those above the floor, deeper those inside the
+        bracket (a deeper level's last bin is open). An entry not kept goes to one extra bin,
+        dropped: one ``where`` instead of a selection per array."""
+        n_rows, width = len(rows), N_BINS + 1
+        depth = self.br.depth[rows]
+        t = (self._spread(self.br.ref, rows, depth, r) - s).mul_(self._spread(self.br.scale, rows, depth, r))
         keep = t < N_BINS
         if inside is not None:
-            keep = inside & (keep | (lvl > 0)[:, None])
-        r, c = torch.nonzero(keep, as_tuple=True)
-        s_kept, who = s[r, c], rows[r]
-        idx = t[r, c].clamp_(0, N_BINS - 1).long() + r * N_BINS
-        w = (s_kept - self.log_norm[who]).exp_()  # above the floor: no subnormals
-        n = len(rows) * N_BINS
-        mass = torch.zeros(n, dtype=w.dtype, device=w.device).index_add_(0, idx, w).view(len(rows), N_BINS)
-        self.mass.index_add_(0, rows, mass.double())
-        self.count.index_add_(0, rows, torch.bincount(idx, minlength=n).view(len(rows), N_BINS))
+            keep = inside & (keep | (depth > 0).index_select(0, r))
+        idx = torch.where(keep, t.clamp_(0, N_BINS - 1).long(), N_BINS).add_(r * width)
+        w = (s - self.log_norm[rows].index_select(0, r)).exp_()  # at most two bins below the floor
+        n = n_rows * width
+        mass = torch.zeros(n, dtype=w.dtype, device=w.device).index_add_(0, idx, w).view(n_rows, width)
+        self.mass.index_add_(0, rows, mass[:, :N_BINS].double())
+        count = torch.bincount(idx, minlength=n).view(n_rows, width)[:, :N_BINS]
+        self.count.index_add_(0, rows, count)
         if self.cap:
-            self.n_kept[rows] += torch.bincount(r, minlength=len(rows))
-            fits = (self.n_kept[rows] <= self.cap)[r]
-            self.collected.append((who[fits].to(torch.int32), s_kept[fits]))
+            self.n_kept.index_add_(0, rows, count.sum(1))
+            fits = keep & (self.n_kept[rows] <= self.cap).index_select(0, r)
+            self.collected.append((rows.index_select(0, r[fits]).to(torch.int32), s[fits]))
 
 
 def _collected_early(br: _Bracket, consumer: NeffPass):
