@@ -208,11 +208,6 @@ class _Bracket:
     result: torch.Tensor
 
 
-def _position(s, ref, scale):
-    """(q, k) scores, (q,) ref and scale -> (q, k) ``(ref − s)·scale`` (bin = its clamped floor)."""
-    return (ref[:, None] - s).mul_(scale[:, None])
-
-
 def _at(table: torch.Tensor, rows, col: torch.Tensor) -> torch.Tensor:
     """``table[rows[q], col[q]]`` for rows a slice or a long tensor."""
     return table[rows].gather(1, col[:, None]).squeeze(1)
@@ -295,7 +290,8 @@ class NeffPass:
 
     def _inside(self, rows, r, s):
         """Entries (block row ``r``, score ``s``), (n,) -> (n,) bool inside the bracket, or None
-        before any level (positions as :func:`_position` computes them, element by element)."""
+        before any level. The position of a score is ``(ref − s)·scale`` (its bin: the clamped
+        floor), the same float formula in every pass, so a weight is always on the same side."""
         inside = None
         for lvl in range(self.max_depth):
             t = (self._spread(self.br.ref, rows, lvl, r) - s).mul_(self._spread(self.br.scale, rows, lvl, r))
