@@ -4,10 +4,15 @@ Every chapter ``course/NN_*.md`` (jupytext MyST notebooks) is converted in memor
 order in a fresh Python kernel (nbclient) under the chosen profile, and written to ``--out`` as
 
 - ``NN_name.ipynb``: the executed notebook with its outputs (figures, tables, printed results);
-- ``NN_name.html``: one self-contained page (figures embedded) whose mathematics MathJax renders
-  from a local copy in ``_mathjax/`` (the one the ``jupyter-server-mathjax`` package ships), so
-  the pages open offline;
+- ``NN_name.html``: one self-contained page (figures embedded) that reads as the book: the book's
+  offline content build (mystmd, :mod:`lemmse_lite.pages`) numbers equations, figures, exercises
+  and theorems, resolves references and citations (a bibliography per page) and links glossary
+  terms to ``glossary.html``; MathJax renders the mathematics from a local copy in ``_mathjax/``
+  (the one the ``jupyter-server-mathjax`` package ships), so the pages open offline;
 - ``index.html``: the chapters in order, with their status and run time, linking the pages.
+
+Without mystmd (``jupyter-book`` not installed, or no Node.js) the pages fall back to nbconvert's
+rendering of the notebooks, with the MyST markup made plain (:func:`myst_to_markdown`).
 
 The chapter sources in ``course/`` are only read: a learner's saved notebooks are never touched.
 """
@@ -18,6 +23,9 @@ import copy
 import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from html import escape
@@ -31,9 +39,10 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
+from . import pages as book
 from .profiles import get_profile
 
-__all__ = ["ChapterRun", "find_course_dir", "run_course", "select_chapters", "write_index"]
+__all__ = ["ChapterRun", "find_course_dir", "render_course", "run_course", "select_chapters", "write_index"]
 
 #: The MathJax 2 configuration the pages load (shipped in jupyter-server-mathjax's static/config).
 MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
@@ -143,7 +152,68 @@ def _kernel_env(profile_name: str) -> dict[str, str]:
     return {**os.environ, "LEMMSE_PROFILE": profile_name, "MPLBACKEND": INLINE_BACKEND}
 
 
-def execute_chapter(source: Path, out: Path, profile_name: str, mathjax_url: str,
+@dataclass
+class Site:
+    """What the pages are made from: the local MathJax, the chapters in order (for the links
+    between pages) and the book's content build (None: nbconvert's rendering instead)."""
+
+    mathjax_url: str
+    stems: list[str]
+    pages: dict | None = None
+
+
+def content_build(chapters: list[Path], quiet: bool = False) -> dict | None:
+    """The book's offline content build of ``chapters`` (in a temporary folder: seconds); None,
+    with one line on stderr, where mystmd cannot run (no ``jupyter-book`` or Node.js)."""
+    with tempfile.TemporaryDirectory(prefix="lemmse-book-") as work:
+        try:
+            return book.build_content(chapters, Path(work) / "project")
+        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+            if not quiet:
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                print(f"lemmse course: no book build ({reason}); the pages show the notebooks "
+                      "without numbers or citations", file=sys.stderr)
+            return None
+
+
+def _nav(stems: list[str], stem: str, glossary: bool) -> str:
+    """Links to the previous chapter, the index, the glossary and the next chapter."""
+    i = stems.index(stem) if stem in stems else -1
+    prev = f"<a href='{stems[i - 1]}.html'>← {stems[i - 1][:2]}</a>" if i > 0 else "<span></span>"
+    nxt = (f"<a href='{stems[i + 1]}.html'>{stems[i + 1][:2]} →</a>" if 0 <= i < len(stems) - 1
+           else "<span></span>")
+    middle = "<a href='index.html'>Contents</a>" + (" · <a href='glossary.html'>Glossary</a>" if glossary else "")
+    return f"{prev}<span>{middle}</span>{nxt}"
+
+
+def write_chapter_html(nb, path: Path, site: Site) -> None:
+    """A chapter's page: rendered from the book's content build with the outputs of ``nb``,
+    else (no build) nbconvert's page of ``nb``."""
+    page = book.find_page(site.pages, path.stem) if site.pages else None
+    if page is None:
+        write_html(nb, path, site.mathjax_url)
+        return
+    glossary = book.find_page(site.pages, "glossary") is not None
+    book.write_page(path, site.pages, page, nb, site.mathjax_url, _nav(site.stems, path.stem, glossary))
+
+
+def write_glossary(out: Path, site: Site) -> Path | None:
+    """``out/glossary.html``, the page the glossary terms of every chapter link to."""
+    page = book.find_page(site.pages, "glossary") if site.pages else None
+    if page is None:
+        return None
+    path = out / "glossary.html"
+    book.write_page(path, site.pages, page, None, site.mathjax_url, _nav(site.stems, "", True))
+    return path
+
+
+#: The kernel logs only its errors: its own warnings (that it talks over local TCP without
+#: encryption, as every local kernel does) are internals that would land among the chapter times.
+#: A cell's warnings are outputs, not log lines: they still reach the notebook and the page.
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+
+
+def execute_chapter(source: Path, out: Path, profile_name: str, site: Site,
                     bar=None, cell_timeout: int | None = None) -> ChapterRun:
     """Execute chapter ``source`` (kernel started in its folder) and write its ``.ipynb`` and
     ``.html`` to ``out``; a failing cell ends the chapter, which is still written with the
@@ -151,7 +221,7 @@ def execute_chapter(source: Path, out: Path, profile_name: str, mathjax_url: str
     nb = jupytext.read(source)
     run = ChapterRun(source.stem, _title(nb, source.stem), out / f"{source.stem}.ipynb",
                      out / f"{source.stem}.html", 0.0)
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", extra_arguments=KERNEL_ARGS,
                             resources={"metadata": {"path": str(source.parent)}})
     if bar is not None:
         bar.set_description(source.stem)
@@ -163,26 +233,39 @@ def execute_chapter(source: Path, out: Path, profile_name: str, mathjax_url: str
         run.error = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     run.seconds = time.perf_counter() - start
     nbformat.write(nb, run.notebook)
-    write_html(nb, run.html, mathjax_url)
+    write_chapter_html(nb, run.html, site)
     return run
 
 
-def write_index(out: Path, runs: list[ChapterRun], profile_name: str, mathjax_url: str) -> Path:
+def write_index(out: Path, runs: list[ChapterRun], profile_name: str, mathjax_url: str,
+                glossary: bool = False) -> Path:
     """``out/index.html``: the chapters in order with their status, time and links."""
     rows = "\n".join(
-        f"<li><a href='{r.html.name}'>{escape(r.title)}</a> "
+        f"<li><a href='{r.html.name}'>{escape(r.name[:2])} · {escape(r.title)}</a> "
         f"(<a href='{r.notebook.name}' download>notebook</a>) — {r.seconds:.0f} s"
         + (f" — <strong>failed</strong>: {escape(r.error)}" if r.error else "") + "</li>"
         for r in runs)
-    page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>The LE-MMSE course</title>"
-            f"<script src='{mathjax_url}'></script></head><body>\n"
-            f"<h1>Why CNNs solve inverse problems like the LE-MMSE</h1>\n"
+    extra = "<p><a href='glossary.html'>Glossary</a></p>\n" if glossary else ""
+    body = (f"<h1>Why CNNs solve inverse problems like the LE-MMSE</h1>\n"
             f"<p>Executed with the <code>{escape(profile_name)}</code> profile. The estimator of "
             f"chapter 04, \\(\\hat x_{{\\mathrm{{LE}}}}\\), is a softmax-weighted mosaic of "
-            f"training-patch centres.</p>\n<ol>\n{rows}\n</ol>\n</body></html>\n")
+            f"training-patch centres.</p>\n<ul class='toc'>\n{rows}\n</ul>\n{extra}")
     path = out / "index.html"
-    path.write_text(page, encoding="utf-8")
+    path.write_text(book.html_document("The LE-MMSE course", body, mathjax_url), encoding="utf-8")
     return path
+
+
+def prepare_site(out: Path, chapters: list[Path], quiet: bool = False) -> Site:
+    """``out`` with its local MathJax, and the book's content build of ``chapters``."""
+    out.mkdir(parents=True, exist_ok=True)
+    site = Site(copy_mathjax(out), [c.stem for c in chapters], content_build(chapters, quiet))
+    write_glossary(out, site)
+    return site
+
+
+def _chapter_title(site: Site, run: ChapterRun) -> str:
+    page = book.find_page(site.pages, run.name) if site.pages else None
+    return page.title if page is not None else run.title
 
 
 def run_course(out: str | os.PathLike = "lemmse_out/course", profile: str | None = None,
@@ -193,15 +276,30 @@ def run_course(out: str | os.PathLike = "lemmse_out/course", profile: str | None
     profile_name = get_profile(profile).name
     chapters = select_chapters(find_course_dir(course_dir), only)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    mathjax_url = copy_mathjax(out)
+    site = prepare_site(out, chapters, quiet)
     n_cells = sum(c.cell_type == "code" for ch in chapters for c in jupytext.read(ch).cells)
     runs = []
     with tqdm(total=n_cells, unit="cell", disable=quiet) as bar:
         for source in chapters:
-            runs.append(execute_chapter(source, out, profile_name, mathjax_url, bar, cell_timeout))
-    write_index(out, runs, profile_name, mathjax_url)
+            runs.append(execute_chapter(source, out, profile_name, site, bar, cell_timeout))
+    for run in runs:
+        run.title = _chapter_title(site, run)
+    write_index(out, runs, profile_name, site.mathjax_url, (out / "glossary.html").is_file())
     return runs
+
+
+def render_course(out: str | os.PathLike, course_dir: str | os.PathLike | None = None,
+                  only: list[str] | None = None) -> list[Path]:
+    """The pages of the chapters without running them (code cells without outputs): what the
+    prose looks like, in seconds (the browser test reads them). Returns the pages written."""
+    chapters = select_chapters(find_course_dir(course_dir), only)
+    out = Path(out)
+    site = prepare_site(out, chapters)
+    paths = []
+    for source in chapters:
+        paths.append(out / f"{source.stem}.html")
+        write_chapter_html(jupytext.read(source), paths[-1], site)
+    return paths
 
 
 def cmd_course(args) -> int:

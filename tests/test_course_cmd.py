@@ -1,6 +1,8 @@
 """`lemmse course`: one real short chapter executed end to end (CI's smoke of the command), a
 failing chapter reported with exit code 1, bad flags as one-line errors, and the chapter sources
-(and a learner's saved notebooks) left untouched."""
+(and a learner's saved notebooks) left untouched; the pages read as the book (numbers, references
+across chapters, citations with a bibliography, glossary links, closed answers), and without the
+book's build they fall back to plain pages."""
 
 import hashlib
 import re
@@ -9,8 +11,9 @@ import textwrap
 import nbformat
 import pytest
 
+from lemmse_lite import pages as book
 from lemmse_lite.cli import main
-from lemmse_lite.course import find_course_dir, myst_to_markdown
+from lemmse_lite.course import find_course_dir, myst_to_markdown, render_course
 
 CHAPTER = "00_inverse_problems"
 
@@ -26,14 +29,15 @@ def _figure_outputs(nb):
                for o in c.outputs)
 
 
-def test_course_one_chapter(tmp_path, capsys):
+def test_course_one_chapter(tmp_path, capfd):
     course = find_course_dir()
     before = _digest(course)
     out = tmp_path / "site"
     assert main(["course", "--profile", "quick", "--only", "00", "--out", str(out), "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    printed, errors = capfd.readouterr()                        # the kernel's output too
     assert re.search(rf"{CHAPTER}\s+\d+\.\d s\s+ok", printed), printed
     assert str(out / "index.html") in printed
+    assert "encryption" not in printed + errors and "WARNING" not in printed + errors
 
     nb = nbformat.read(out / f"{CHAPTER}.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -43,7 +47,9 @@ def test_course_one_chapter(tmp_path, capsys):
 
     html = (out / f"{CHAPTER}.html").read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") >= _figure_outputs(nb)
-    assert '<script src="_mathjax/MathJax.js?config=' in html
+    assert re.search(r"<script src=[\"']_mathjax/MathJax.js\?config=", html)
+    assert "<span class='eqno'>(0.1)</span>" in html and "class='bibliography'" in html
+    assert "{term}" not in html and "(ch-" not in html             # the book's rendering, not raw MyST
     assert not re.search(r"<script[^>]+src=\"https?://", html)   # nothing fetched from the web
     assert (out / "_mathjax" / "MathJax.js").is_file()
     index = (out / "index.html").read_text(encoding="utf-8")
@@ -130,3 +136,35 @@ def test_myst_markup_made_plain():
     expected = ("# Title See (eq-a) and [nguyen2026analytic] [nguyen2026analytic], thm-a. $$ a = b $$ "
                 "**Theorem.** The MMSE is the posterior mean Body $x$. **Exercise.** Do it.")
     assert myst_to_markdown(text).split() == expected.split(" ")
+
+
+def test_pages_read_as_the_book(tmp_path):
+    """Chapters 04 and 05 rendered from the book's content build (not executed: seconds)."""
+    out = tmp_path / "site"
+    render_course(out, only=["04", "05"])
+    html = (out / "05_closed_form.html").read_text(encoding="utf-8")
+    assert "<a href='04_locality.html'>Chapter 04</a>" in html              # across chapters
+    assert re.search(r"href='04_locality.html#eq-lemmse'>eq. \(4.4\)</a>", html)
+    assert "<span class='eqno'>(5.1)</span>" in html                         # numbered equations
+    assert re.search(r"href='#eq-[\w-]+'>\(5\.\d\)</a>", html)              # and references to them
+    assert "Nguyen <em>et al.</em> (2026)" in html                          # author-year citations
+    assert "<section class='bibliography'><h2>References</h2>" in html
+    assert "Nguyen, M. H., Do, Q. B., Pauwels, E., &" in html                 # its entry
+    assert re.search(r"href='glossary.html#term-[\w-]+'", html)               # glossary terms
+    assert "id='term-degenerate-gaussian'" in (out / "glossary.html").read_text(encoding="utf-8")
+    assert "<strong>Exercise 5.1</strong>" in html and "<aside class='admonition tip'" in html
+    assert html.count("<details class='solution'") >= 4 and "<details class='solution' open" not in html
+    for raw in ("{term}", "{cite", "(ch-", "[@", ":::", "{prf:", "](#", "{exercise"):
+        assert raw not in html, raw
+
+
+def test_pages_without_the_book_build(tmp_path, monkeypatch, capsys):
+    """No mystmd (no jupyter-book or Node.js): one line on stderr, then nbconvert's pages."""
+    def unavailable(*args, **kwargs):
+        raise FileNotFoundError("jupyter: not found")
+
+    monkeypatch.setattr(book, "build_content", unavailable)
+    (path,) = render_course(tmp_path / "site", only=["00"])
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "jupyter: not found" in err
+    assert "jp-Notebook" in path.read_text(encoding="utf-8")
