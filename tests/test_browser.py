@@ -5,13 +5,21 @@ driven by playwright pointed at the system browser).
    plus ``--allow-root`` as root, a free loopback port and a known token): a double click on
    ``course/01_ideal_mmse.md`` opens it as a notebook (cells, not a text editor), its first code
    cell runs and shows its output.
-2. A page written by ``lemmse course`` (a tiny chapter, the real code path) opened from disk: the
-   local MathJax has rendered its formulas.
+2. Every chapter, double-clicked there, reads as the book (jupyterlab-myst): no role or directive
+   as text, no ``(label)=`` line, no bare label, no link without text, no failed formula.
+3. The pages of ``lemmse course`` (every chapter rendered from the book's content build, without
+   running it; the executed path is tests/test_course_cmd.py's) show none of these either, nor a
+   citation key, and their answers are closed; a tiny chapter run for real has its formulas
+   rendered by the local MathJax.
+
+Each chapter's counts go to ``markup_counts.json`` beside the screenshots. JupyterLab shows the
+key of a citation (jupyterlab-myst 2.7 has no bibliography support): counted there, not failed.
 
 Screenshots go to ``$LEMMSE_ARTIFACTS`` (default ``lemmse_out/test-artifacts``, git-ignored).
 Without a browser the tests skip, unless ``LEMMSE_REQUIRE_BROWSER=1`` (CI), where they fail.
 """
 
+import json
 import os
 import re
 import secrets
@@ -27,11 +35,45 @@ from pathlib import Path
 
 import pytest
 
-from lemmse_lite.course import run_course
+from lemmse_lite.course import render_course, run_course
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("LEMMSE_ARTIFACTS", ROOT / "lemmse_out" / "test-artifacts"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+#: Bibliography keys: shown as text, a citation was not resolved.
+CITE_KEYS = re.findall(r"^@\w+\{([^,\s]+),", (ROOT / "book" / "references.bib").read_text(), re.MULTILINE)
+
+#: Counts, in the rendered prose of ``root`` (code, mathematics and editors left out), of MyST
+#: that a learner should never see: roles or directives as text, ``(label)=`` lines, bare labels,
+#: links without text, citation keys, and mathematics that failed to render.
+SCAN_MARKUP = r"""([root, keys]) => {
+  const prose = root.cloneNode(true);
+  prose.querySelectorAll('pre, code, script, style, .jp-InputArea-editor, .jp-OutputArea, .outputs,'
+    + ' .MathJax, .MathJax_Display, .MathJax_Preview, mjx-container, .katex, .math').forEach(e => e.remove());
+  const text = prose.innerText;
+  const count = (re) => (text.match(re) || []).length;
+  const keyRe = keys.length ? new RegExp('(^|[^\\w-])@?(' + keys.join('|') + ')(?![\\w-])', 'g') : /$^/;
+  const empty = [...root.querySelectorAll('a[href]')].filter(a => !a.textContent.trim()
+    && !a.querySelector('img, svg, mjx-container, .MathJax, .katex')
+    && !a.matches('.jp-InternalAnchorLink, .headerlink'));
+  const errors = root.querySelectorAll('.MathJax_Error, mjx-merror, .katex-error, [data-mjx-error]').length
+    + count(/Math Processing Error/g) + count(/\\\(|\\\[|\$\$/g);
+  return {roles: count(/\{[a-z][\w:-]*\}`?/g) + count(/^\s*(:::+|```)\s*\{?[\w:-]*\}?/gm),
+          labels: count(/^\s*\([\w:-]+\)=\s*$/gm),
+          bare: count(/(\(|#|\b)(eq|ch|fig|ex|thm|prop|sec)-[\w-]+\)?/g),
+          empty_links: empty.length, cite_keys: count(keyRe), math_errors: errors};
+}"""
+
+
+def scan(page, selector: str) -> dict[str, int]:
+    """:data:`SCAN_MARKUP` over the elements ``selector`` matches (summed)."""
+    totals: dict[str, int] = {}
+    for handle in page.query_selector_all(selector):
+        for key, n in page.evaluate(SCAN_MARKUP, [handle, CITE_KEYS]).items():
+            totals[key] = totals.get(key, 0) + n
+    return totals
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +134,10 @@ def lab(tmp_path_factory):
            f"--LabApp.workspaces_dir={private / 'workspaces'}"]
     settings = private / "settings" / "@jupyterlab"
     for plugin, value in {"docmanager-extension/plugin": '{"autosave": false}',   # never write the
-                          "apputils-extension/notification": '{"fetchNews": "false"}'}.items():  # chapter
+                          "apputils-extension/notification": '{"fetchNews": "false"}',   # chapter
+                          # every cell rendered, not only those in view: the scan reads them all
+                          "notebook-extension/tracker": '{"windowingMode": "none"}'
+                          }.items():
         (settings / plugin).parent.mkdir(parents=True, exist_ok=True)
         (settings / f"{plugin}.jupyterlab-settings").write_text(value)
     if os.geteuid() == 0:
@@ -204,5 +249,86 @@ def test_course_page_renders_math(browser, tmp_path):
         assert page.locator(".MathJax_Error, .MathJax_Preview:has-text('$')").count() == 0
         assert "$\\mathbb" not in page.locator("body").inner_text()   # no raw TeX left
         page.screenshot(path=ARTIFACTS / "course_page_math.png", full_page=True)
+    finally:
+        page.close()
+
+
+CHAPTERS = sorted(p.name for p in (ROOT / "course").glob("[0-9][0-9]_*.md"))
+#: What no page may show; JupyterLab may still show citation keys (see the module's docstring).
+RAW = ("roles", "labels", "bare", "empty_links", "math_errors")
+MATHJAX_DONE = ("() => window.MathJax && MathJax.isReady && MathJax.Hub.queue.pending === 0 "
+                "&& MathJax.Hub.queue.running === 0")
+
+
+def _record(name: str, counts: dict) -> None:
+    """Add one chapter's counts to the artefact ``markup_counts.json``."""
+    path = ARTIFACTS / "markup_counts.json"
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[name] = counts
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
+
+
+def _close_tab(page) -> None:
+    """Close the chapter's tab, discarding what opening it changed (nothing is saved)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.keyboard.press("Alt+W")
+    dialog = page.locator(".jp-Dialog")
+    try:
+        dialog.wait_for(timeout=2_000)
+    except PlaywrightTimeout:  # no dialog: nothing was changed
+        return
+    dialog.locator("button", has_text="Discard").click()
+
+
+def test_every_chapter_reads_as_the_book_in_jupyterlab(browser, lab):
+    base, token = lab
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(90_000)
+    shown = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+    try:
+        page.goto(f"{base}/lab?token={token}")
+        listing = page.locator(".jp-DirListing-content")
+        listing.locator(".jp-DirListing-item", has_text="course").first.dblclick()
+        for chapter in CHAPTERS:
+            listing.locator(".jp-DirListing-item", has_text=chapter).first.dblclick()
+            page.locator(f"{shown} .jp-MarkdownCell .jp-RenderedMarkdown, {shown} .jp-MarkdownCell "
+                         ".myst").first.wait_for()
+            page.wait_for_function(f"[...document.querySelectorAll('{shown} .jp-MarkdownCell')].length "
+                                   f"> 3 && !document.querySelector('{shown} .jp-MarkdownCell "
+                                   ".jp-MarkdownOutput:empty')")
+            page.wait_for_timeout(1500)                               # the last formulas typeset
+            counts = scan(page, f"{shown} .jp-MarkdownCell")
+            _record(f"jupyterlab/{chapter}", counts)
+            page.screenshot(path=ARTIFACTS / f"jupyterlab_{chapter[:2]}.png")
+            assert {k: counts[k] for k in RAW} == dict.fromkeys(RAW, 0), (chapter, counts)
+            _close_tab(page)
+    except Exception:
+        page.screenshot(path=ARTIFACTS / "jupyterlab_chapters_failure.png")
+        raise
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def course_pages(tmp_path_factory):
+    """The pages of every chapter, rendered from the book's content build without running them."""
+    return render_course(tmp_path_factory.mktemp("pages"))
+
+
+@pytest.mark.parametrize("chapter", [c[:-3] for c in CHAPTERS])
+def test_course_page_reads_as_the_book(browser, course_pages, chapter):
+    (path,) = [p for p in course_pages if p.stem == chapter]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_function(MATHJAX_DONE, timeout=120_000)
+        counts = scan(page, "body")
+        _record(f"pages/{chapter}", counts)
+        page.screenshot(path=ARTIFACTS / f"course_page_{chapter[:2]}.png")
+        assert counts == dict.fromkeys([*RAW, "cite_keys"], 0), counts
+        assert page.locator("details.solution[open]").count() == 0      # answers closed
+        labelled = page.locator(".math.display[id]")
+        assert page.locator(".math.display[id] .eqno").count() == labelled.count()   # numbered
     finally:
         page.close()
