@@ -28,6 +28,7 @@ checks our errors (the peer columns read "skipped").
     python benchmarks/peers.py                          # full run (a few minutes on 2 busy cores)
     python benchmarks/peers.py --threads 2 --json peers.json
     python benchmarks/peers.py --small                  # smoke run (seconds)
+    python benchmarks/peers.py --large                  # N = 3,000, a batch of 512, default threads
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", action="store_true", help="smoke run: 16×16 crops, N = 40, 3 repeats")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of both methods (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of both methods (default 1; with --large torch's default)")
+    p.add_argument("--large", action="store_true",
+                   help="the large-batch configuration of issue 26: N = 3000, a batch of 512 measurements, "
+                        "sigma 0.05 and 0.2, default threads")
     p.add_argument("--sigmas", type=positive_list(float), default=(0.01, 0.05, 0.2))
     p.add_argument("--n-train", type=positive_list(int), default=(1000, 3000))
     p.add_argument("--batch", type=positive_list(int), default=(1, 32), help="measurements per call (comma list)")
@@ -72,8 +77,13 @@ def parse(argv):
     p.add_argument("--emmse", action="store_true", help="also time equivariant_mmse (no peer)")
     p.add_argument("--emmse-n", type=int, default=200, help="training crops for --emmse")
     args = p.parse_args(argv)
-    if args.threads <= 0 or args.repeats <= 0 or args.emmse_n <= 0:
+    if (args.threads is not None and args.threads <= 0) or args.repeats <= 0 or args.emmse_n <= 0:
         p.error("--threads, --repeats and --emmse-n must be positive")
+    if args.large:
+        args.n_train, args.batch, args.sigmas = (3000,), (512,), (0.05, 0.2)
+        args.repeats = min(args.repeats, 7)
+    if args.threads is None:
+        args.threads = torch.get_num_threads() if args.large else 1
     args.size = None
     if args.small:
         args.size, args.n_train, args.batch, args.repeats, args.emmse_n = 16, (40,), (3,), 3, 10
