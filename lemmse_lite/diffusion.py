@@ -28,6 +28,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -41,6 +42,7 @@ from .streaming import training_chunks
 
 __all__ = [
     "METHODS",
+    "Denoiser",
     "EDMPreconditioner",
     "LEMMSEDenoiser",
     "MMSEDenoiser",
@@ -56,6 +58,17 @@ __all__ = [
 
 METHODS = ("euler", "heun")
 SIGMA_DATA = 0.5  # EDM's data scale: the root mean square of [0, 1] images is about 0.5
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """What the sampler needs (`eq-tweedie`): ``D(x, σ) ≈ E[x_0 | x_0 + σ ε = x]``, ``x`` (B, C, H, W)
+    and ``σ`` a float -> (B, C, H, W). :class:`MMSEDenoiser`, :class:`LEMMSEDenoiser`,
+    :class:`NetworkDenoiser`, :class:`EDMPreconditioner` and the restoration networks of
+    :mod:`lemmse_lite.models` (``net(z, σ)``) all are one."""
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        ...
 
 
 # ----------------------------------------------------------------------------- the schedule
@@ -112,7 +125,7 @@ def initial_noise(n: int, shape, seed: int = 0, device=None) -> torch.Tensor:
     return torch.randn(n, *shape, generator=gen).to(device or "cpu")
 
 
-def _drift(denoiser, x: torch.Tensor, sigma: float) -> torch.Tensor:
+def _drift(denoiser: Denoiser, x: torch.Tensor, sigma: float) -> torch.Tensor:
     """``dx/dσ = (x − D(x, σ)) / σ`` (`eq-pf-ode`), checked to keep the shape of ``x``."""
     d = denoiser(x, sigma)
     if not isinstance(d, torch.Tensor) or d.shape != x.shape:
@@ -121,7 +134,7 @@ def _drift(denoiser, x: torch.Tensor, sigma: float) -> torch.Tensor:
     return (x - d.to(x.dtype)) / sigma
 
 
-def sample(denoiser: Callable, noise: torch.Tensor, schedule: Schedule | None = None,
+def sample(denoiser: Denoiser, noise: torch.Tensor, schedule: Schedule | None = None,
            method: str = "heun", progress: bool = False) -> torch.Tensor:
     """Integrate the probability-flow ODE (`course/10_diffusion.md`, `eq-pf-ode`)::
 

@@ -211,3 +211,17 @@ def test_nearest_patch_psnr_against_brute_force():
                 assert abs(float(got[b, i, j]) - (-10 * math.log10(best))) < 1e-6
     copy = D.nearest_patch_psnr(patches.shift(train[1:2], (2, 3)), train, 3)
     assert float(copy.min()) > 200  # a shifted training image is made of training patches
+
+
+def test_every_denoiser_is_a_denoiser():
+    """One Protocol for D(x, sigma): the diffusion denoisers and the restoration networks."""
+    from lemmse_lite import diffusion, models
+
+    train = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    net = models.make_model("resnet", patch_size=3, channels=1, width=4, depth=1)
+    for d in (diffusion.MMSEDenoiser(train), diffusion.LEMMSEDenoiser(train, 3), diffusion.NetworkDenoiser(net),
+              diffusion.EDMPreconditioner(net), net):
+        assert isinstance(d, diffusion.Denoiser)
+        with torch.no_grad():
+            assert d(train[:2], 0.1).shape == (2, 1, 8, 8)
+    assert not isinstance(object(), diffusion.Denoiser)
