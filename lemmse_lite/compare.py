@@ -21,6 +21,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from .checks import check_sigma
 from .estimators import le_mmse
 from .files import atomic_write
 from .metrics import psnr
@@ -85,8 +86,9 @@ def _check_inputs(models, sigmas, splits, references):
     if not isinstance(models, dict) or not models:
         raise TypeError("models must be a non-empty dict {name: model}")
     sigmas = [float(s) for s in (sigmas if hasattr(sigmas, "__iter__") else [sigmas])]
-    if not sigmas or any(not s > 0 for s in sigmas):
-        raise ValueError(f"sigmas must be positive, got {sigmas}")
+    if not sigmas:
+        raise ValueError("sigmas must hold at least one noise level, got none")
+    check_sigma(torch.tensor(sigmas, dtype=torch.float64), len(sigmas), name="sigmas")  # the one sigma rule
     if not splits or any(s not in ("train", "test") for s in splits):
         raise ValueError(f"splits must be a non-empty subset of ('train', 'test'), got {splits!r}")
     if references is not None and (not isinstance(references, dict) or not references):
