@@ -523,6 +523,7 @@ def _add_course(sub):
     p.add_argument("--course-dir", default=None, help="folder of the chapters (default: ./course)")
     p.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: no limit)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--pdf", action="store_true", help="also the course as one PDF (course.pdf), offline")
     p.set_defaults(func=cmd_course, dataset=None, patch_size=None)
 
 

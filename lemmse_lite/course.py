@@ -40,6 +40,7 @@ from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
 from . import pages as book
+from . import pdf as printer
 from .profiles import get_profile
 
 __all__ = ["ChapterRun", "find_course_dir", "render_course", "run_course", "select_chapters", "write_index"]
@@ -302,15 +303,44 @@ def render_course(out: str | os.PathLike, course_dir: str | os.PathLike | None =
     return paths
 
 
+#: The title of the PDF's cover.
+BOOK_TITLE = "Why CNNs solve inverse problems like the LE-MMSE"
+
+
+def write_pdf(out: Path, runs: list[ChapterRun], site: Site) -> tuple[Path, int]:
+    """``out/course.pdf``: every chapter run (with its outputs), numbered, with a table of
+    contents, a bibliography per chapter and the glossary, printed offline; (path, pages). The
+    document it prints stays beside it (``course_book.html``)."""
+    if site.pages is None:
+        raise RuntimeError("--pdf: the book's content build is needed (pip install jupyter-book; Node.js)")
+    notebooks = {r.name: nbformat.read(r.notebook, as_version=4) for r in runs}
+    stems = [r.name for r in runs] + ["glossary"]
+    html = out / "course_book.html"
+    body = book.book_body(site.pages, stems, notebooks, BOOK_TITLE)
+    html.write_text(book.html_document(BOOK_TITLE, body, site.mathjax_url), encoding="utf-8")
+    path = out / "course.pdf"
+    return path, printer.print_pdf(html, path)
+
+
 def cmd_course(args) -> int:
-    """``lemmse course``: run the chapters, print each one's time and where everything is; exit
-    code 1 if a chapter failed."""
+    """``lemmse course``: run the chapters, print each one's time and where everything is (with
+    ``--pdf``, the course as one PDF too); exit code 1 if a chapter failed."""
     if args.cell_timeout is not None and args.cell_timeout <= 0:
         raise ValueError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
+    pdf = getattr(args, "pdf", False)
+    if pdf and not printer.browser_available():  # before hours of chapters, not after
+        raise ValueError("--pdf: no Chromium to print with (apt-get install chromium, or playwright "
+                         "install chromium)")
     runs = run_course(args.out, args.profile, args.only, args.course_dir, args.quiet, args.cell_timeout)
     width = max(len(r.name) for r in runs)
     for r in runs:
         status = f"FAILED: {r.error}" if r.error else "ok"
         print(f"{r.name:<{width}}  {r.seconds:7.1f} s  {status}  {r.html}")
     print(f"total {sum(r.seconds for r in runs):.1f} s; open {Path(args.out) / 'index.html'}")
+    if pdf:
+        start = time.perf_counter()
+        site = prepare_site(Path(args.out), [find_course_dir(args.course_dir) / f"{r.name}.md" for r in runs],
+                            args.quiet)
+        path, n_pages = write_pdf(Path(args.out), runs, site)
+        print(f"{path}: {n_pages} pages in {time.perf_counter() - start:.0f} s")
     return 1 if any(r.error for r in runs) else 0

@@ -439,7 +439,8 @@ aside,details.admonition,details.solution,details.dropdown{border:1px solid #d0d
 table{border-collapse:collapse;margin:1rem 0} td,th{border:1px solid #d0d7de;padding:.25rem .5rem}
 nav{display:flex;justify-content:space-between;font-size:.9rem;border-bottom:1px solid #ddd;
     padding-bottom:.4rem} .bibliography li{margin:.4rem 0}
-@media print{nav{display:none} details{border:none} .chapter{break-before:page}}
+@media print{nav{display:none} .chapter{break-before:page} pre{white-space:pre-wrap;
+     overflow-wrap:anywhere} figure,img,.math.display{break-inside:avoid}}
 """
 
 #: MathJax 2 (the local copy): TeX between \\( \\) and \\[ \\], never a stray dollar sign. The
@@ -487,3 +488,21 @@ def write_page(path: Path, pages: dict[str, BookPage], page: BookPage, nb, mathj
 def find_page(pages: dict[str, BookPage], stem: str) -> BookPage | None:
     """The built page of a source file (``04_locality``, ``glossary``)."""
     return next((p for p in pages.values() if p.stem == stem), None)
+
+
+def book_body(pages: dict[str, BookPage], stems: list[str], notebooks: dict, title: str) -> str:
+    """Every page of ``stems`` in one document (for the PDF): a title, a table of contents, then
+    each chapter with its bibliography and the glossary; anchors are prefixed with their page's
+    name (``04_locality--eq-lemmse``), so references across chapters stay inside the document."""
+    href = lambda stem, aid: f"#{stem}--{aid or 'top'}"  # the renderer's link maker
+    toc, chapters = [], []
+    for stem in stems:
+        page = find_page(pages, stem)
+        if page is None:
+            continue
+        anchor = lambda aid, s=stem: f"{s}--{aid}"
+        toc.append(f"<li><a href='#{stem}--top'>{escape(chapter_heading(page))}</a></li>")
+        chapters.append(page_body(pages, page, notebooks.get(stem), href, anchor))
+    cover = (f"<section class='cover'><h1>{escape(title)}</h1><h2>Contents</h2>"
+             f"<ul class='toc'>{''.join(toc)}</ul></section>")
+    return cover + "\n".join(chapters)

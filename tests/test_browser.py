@@ -11,6 +11,7 @@ driven by playwright pointed at the system browser).
    running it; the executed path is tests/test_course_cmd.py's) show none of these either, nor a
    citation key, and their answers are closed; a tiny chapter run for real has its formulas
    rendered by the local MathJax.
+(``lemmse course --pdf`` is tests/test_course_pdf.py: playwright's sync API does not nest.)
 
 Each chapter's counts go to ``markup_counts.json`` beside the screenshots. JupyterLab shows the
 key of a citation (jupyterlab-myst 2.7 has no bibliography support): counted there, not failed.
@@ -332,3 +333,4 @@ def test_course_page_reads_as_the_book(browser, course_pages, chapter):
         assert page.locator(".math.display[id] .eqno").count() == labelled.count()   # numbered
     finally:
         page.close()
+
