@@ -150,6 +150,12 @@ def _render_data(data: dict) -> str:
     return ""
 
 
+#: Nodes that are one HTML element around their children.
+PLAIN_TAGS = {"emphasis": "em", "strong": "strong", "superscript": "sup", "subscript": "sub",
+              "listItem": "li", "blockquote": "blockquote", "table": "table", "tableRow": "tr",
+              "caption": "figcaption", "definitionList": "dl", "definitionDescription": "dd"}
+
+
 class Renderer:
     """HTML of one built page. ``href(stem, anchor)`` is the link to an anchor of another page
     (or of this one); ``anchor(id)`` the id an element gets (both let one document hold every
@@ -165,7 +171,11 @@ class Renderer:
 
     def render(self, node: dict) -> str:
         """The HTML of ``node`` and its children; an unknown node shows its children only."""
-        method = getattr(self, f"_n_{node.get('type')}", None)
+        kind = node.get("type", "")
+        if kind in PLAIN_TAGS:
+            tag = PLAIN_TAGS[kind]
+            return f"<{tag}>{self.children(node)}</{tag}>"
+        method = getattr(self, f"_n_{kind}", None)
         return method(node) if method else self.children(node)
 
     def children(self, node: dict) -> str:
@@ -195,18 +205,6 @@ class Renderer:
 
     def _n_inlineCode(self, node):
         return f"<code>{escape(node.get('value', ''))}</code>"
-
-    def _n_emphasis(self, node):
-        return f"<em>{self.children(node)}</em>"
-
-    def _n_strong(self, node):
-        return f"<strong>{self.children(node)}</strong>"
-
-    def _n_superscript(self, node):
-        return f"<sup>{self.children(node)}</sup>"
-
-    def _n_subscript(self, node):
-        return f"<sub>{self.children(node)}</sub>"
 
     def _n_break(self, node):
         return "<br>"
@@ -280,20 +278,8 @@ class Renderer:
         start = f" start='{node['start']}'" if node.get("ordered") and node.get("start") else ""
         return f"<{tag}{start}>{self.children(node)}</{tag}>\n"
 
-    def _n_listItem(self, node):
-        return f"<li>{self.children(node)}</li>"
-
-    def _n_blockquote(self, node):
-        return f"<blockquote>{self.children(node)}</blockquote>\n"
-
     def _n_thematicBreak(self, node):
         return "<hr>\n"
-
-    def _n_table(self, node):
-        return f"<table>{self.children(node)}</table>\n"
-
-    def _n_tableRow(self, node):
-        return f"<tr>{self.children(node)}</tr>"
 
     def _n_tableCell(self, node):
         tag = "th" if node.get("header") else "td"
@@ -326,9 +312,6 @@ class Renderer:
 
     def _n_container(self, node):
         return f"<figure{self._id(node)}>{self.children(node)}</figure>\n"
-
-    def _n_caption(self, node):
-        return f"<figcaption>{self.children(node)}</figcaption>"
 
     def _n_captionNumber(self, node):
         return f"<span class='caption-number'>{self.children(node)}</span> "
@@ -392,14 +375,8 @@ class Renderer:
     def _n_summary(self, node):
         return self.children(node)
 
-    def _n_definitionList(self, node):
-        return f"<dl>{self.children(node)}</dl>\n"
-
     def _n_definitionTerm(self, node):
         return f"<dt{self._id(node)}>{self.children(node)}</dt>"
-
-    def _n_definitionDescription(self, node):
-        return f"<dd>{self.children(node)}</dd>"
 
     def _n_footnoteReference(self, node):
         return f"<sup><a href='#fn-{escape(node.get('identifier', ''))}'>{escape(str(node.get('enumerator', '*')))}</a></sup>"
