@@ -59,8 +59,8 @@ SCAN_MARKUP = r"""([root, keys]) => {
   const empty = [...root.querySelectorAll('a[href]')].filter(a => !a.textContent.trim()
     && !a.querySelector('img, svg, mjx-container, .MathJax, .katex')
     && !a.matches('.jp-InternalAnchorLink, .headerlink'));
-  const errors = root.querySelectorAll('.MathJax_Error, mjx-merror, .katex-error, [data-mjx-error]').length
-    + count(/Math Processing Error/g) + count(/\\\(|\\\[|\$\$/g);
+  const failed = root.querySelectorAll('.MathJax_Error, mjx-merror, .katex-error, [data-mjx-error]').length;
+  const errors = Math.max(failed, count(/Math Processing Error/g)) + count(/\\\(|\\\[|\$\$/g);
   return {roles: count(/\{[a-z][\w:-]*\}`?/g) + count(/^\s*(:::+|```)\s*\{?[\w:-]*\}?/gm),
           labels: count(/^\s*\([\w:-]+\)=\s*$/gm),
           bare: count(/(\(|#|\b)(eq|ch|fig|ex|thm|prop|sec)-[\w-]+\)?/g),
