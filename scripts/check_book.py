@@ -12,6 +12,9 @@ build's own process group, so nothing is left running. Checks:
 
 - the log: the pages were built, no error and no warning. Offline, the one tolerated failure is
   the fetch of the HTML theme (no network; the deploy workflow builds the HTML);
+- references whose text carries a number (``[eq. (1.4)](#eq-mmse)``, ``[chapter 04](#ch-locality)``:
+  the form across notebooks, which JupyterLab cannot resolve) carry the number the build gave
+  their target;
 - executed pages: every *figure cell* of a chapter (a code cell that makes a figure:
   ``fig = ...``, ``plt.show()``, ``plotting.*``) carries an image output on its built page.
 """

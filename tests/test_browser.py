@@ -293,6 +293,8 @@ def test_every_chapter_reads_as_the_book_in_jupyterlab(browser, lab):
         listing.locator(".jp-DirListing-item", has_text="course").first.dblclick()
         for chapter in CHAPTERS:
             listing.locator(".jp-DirListing-item", has_text=chapter).first.dblclick()
+            page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabLabel",
+                         has_text=chapter).wait_for()                 # this chapter is in front
             page.locator(f"{shown} .jp-MarkdownCell .jp-RenderedMarkdown, {shown} .jp-MarkdownCell "
                          ".myst").first.wait_for()
             page.wait_for_function(f"[...document.querySelectorAll('{shown} .jp-MarkdownCell')].length "
