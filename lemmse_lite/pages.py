@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from html import escape
 from pathlib import Path
 
@@ -97,10 +98,13 @@ def build_content(chapters: list[Path], work: Path, timeout: int = 600) -> dict[
     returns the built pages keyed by their data URL (``/course.locality.json``). RuntimeError
     with the end of the log when the build fails."""
     _write_project(work, chapters, find_book_dir(chapters[0].parent))
-    env = {**os.environ}
+    # Without Node.js, jupyter-book would ask (on stdin) to download one: never, unless the
+    # learner allowed it in JB_ALLOW_NODEENV; the pages then fall back (course.content_build).
+    env = {**os.environ, "JB_ALLOW_NODEENV": os.environ.get("JB_ALLOW_NODEENV", "no")}
     env.pop("MPLBACKEND", None)
-    run = subprocess.run(["jupyter", "book", "build", "--site"], cwd=work, env=env, timeout=timeout,
-                         capture_output=True, text=True, check=False)
+    run = subprocess.run([sys.executable, "-m", "jupyter_book", "build", "--site"], cwd=work, env=env,
+                         timeout=timeout, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         check=False)
     content = work / "_build" / "site" / "content"
     if not content.is_dir() or not re.search(r"Built \d+ pages?", run.stdout + run.stderr):
         raise RuntimeError("the book's content build failed:\n" + (run.stdout + run.stderr)[-3000:])
