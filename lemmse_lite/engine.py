@@ -17,8 +17,13 @@ when ``m`` grows. Memory is set by the block sizes, never by the number of keys.
 How the scores are blocked is an explicit :class:`EngineConfig` passed down by the caller (no
 module state): :func:`default_engine` picks the CPU or CUDA defaults from the device. Optional
 trackers give the diagnostics of `course/08_generalisation.md` (`eq-n-eff`): the arg-max key and the
-running top-k scores; any other consumer with the same ``update`` method (the N_eff passes of
-:mod:`lemmse_lite.diagnostics`) can be fed the same score blocks.
+running top-k scores; any other :class:`ScoreConsumer` (the N_eff passes of
+:mod:`lemmse_lite.diagnostics`) can be fed the same :class:`ScoreBlock` s.
+
+:class:`SoftmaxState` is the package's one online softmax: the estimators' passes, the rescored
+MMSE / E-MMSE, a fused kernel's result and the distributed ranks' results all go through its
+:meth:`~SoftmaxState.running_max` and :meth:`~SoftmaxState.accumulate`. The engine's worker threads
+run single-threaded ops inside :func:`single_threaded`, which restores the caller's thread count.
 """
 
 from __future__ import annotations
