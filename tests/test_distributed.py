@@ -61,3 +61,16 @@ def test_two_processes_equal_one(tmp_path, problem="denoising"):
     assert torch.equal(got["source_image"], diag.source_image)
     assert torch.equal(got["source_location"], diag.source_location)
     assert (got["source_image"] >= 13).any() and (got["source_image"] < 13).any()   # both shards win somewhere
+
+
+def test_shard_stream_reads_only_the_shard():
+    """Each rank's stream holds only its shard (n = stop - start), in batches, and the shards
+    concatenated in rank order are data.load's first N images."""
+    from lemmse_lite.distributed import shard_stream
+
+    n, kw = 25, {"seed": 0, "size": 16, "grey": True}
+    shards = [shard_stream("photos", n, rank, 2, batch_size=4, **kw) for rank in (0, 1)]
+    assert [s.n for s in shards] == [13, 12]
+    assert max(len(b) for s in shards for b in s) == 4
+    got = torch.cat([torch.cat(list(s)) for s in shards])
+    assert torch.equal(got, data.load("photos", "train", n=n, **kw))
