@@ -258,9 +258,10 @@ class NeffPass:
         mask = scores > lower[:, None]
         if upper is not None:
             mask &= scores < upper[:, None]
-        where = torch.nonzero(mask)  # (n, 2): (row, column), row-major
-        r = where[:, 0]
-        s = scores.view(-1).index_select(0, r * scores.shape[1] + where[:, 1])
+        flat = torch.nonzero(mask.view(-1)).view(-1)  # row-major positions of the survivors
+        k = scores.shape[1]
+        r = flat >> (k.bit_length() - 1) if k & (k - 1) == 0 else flat.div(k, rounding_mode="floor")  # their rows
+        s = scores.view(-1).index_select(0, flat)
         inside = self._inside(rows, r, s)
         hist, coll = mode == HIST, mode == COLLECT
         if bool(hist.all()):  # the common first pass: no selection
