@@ -82,17 +82,20 @@ def demo_sigma(problem: str) -> float:
 
 
 def check_out(command: str, out) -> None:
-    """``--out`` of any subcommand: a folder (a file for ``estimate``) that can be created and
-    written; otherwise one line naming the flag."""
+    """``--out`` of any subcommand: a folder (a file for ``estimate``) that could be created and
+    written — its nearest existing ancestor is a writable folder; otherwise one line naming the
+    flag. Nothing is created here (the subcommand does that when it writes)."""
     if out is None:
         return
     folder = Path(out).parent if command == "estimate" else Path(out)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError(f"--out {out}: cannot create the folder {folder} ({err.strerror or err})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: the folder {folder} is not writable")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: the folder {existing} is not writable")
+
 
 def _flag(dest: str) -> str:
     """``n_train`` -> ``--n-train`` (the name the user typed)."""
@@ -242,6 +245,7 @@ def cmd_demo(args) -> int:
     train, test = _problem_data(args, profile, device)
     P = resolve_patch_size(args, profile, test)
     out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm([(p, e) for p in args.problems for e in ESTIMATORS], desc="demo", disable=args.quiet)
     rows, fig_rows, fig_psnr = _demo_rows(args, profile, train, test, P, bar)
     fig = comparison_figure(fig_rows, ["measurement", *ESTIMATORS, "truth"], fig_psnr)
