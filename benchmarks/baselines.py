@@ -39,6 +39,7 @@ import torch
 
 from lemmse_lite.operators import measure
 from lemmse_lite.patches import centre_pixels, extract_patches
+from lemmse_lite.profiles import get_profile
 from lemmse_lite.tables import format_table
 
 
@@ -220,3 +221,37 @@ def positive_list(kind):
             raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, got {text!r}")
         return values
     return parse
+
+
+def network_study_args(argv, doc, name, default, help, extra=None):
+    """Arguments of the scripts that train networks and compare them with LE-MMSEs
+    (``convergence.py``, ``p_eff_width.py``): ``--{name}`` (positive integers, default ``default``),
+    ``--n`` test measurements (>= 2), ``--threads``, ``--json``; ``extra(parser)`` adds the rest."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument(f"--{name}", type=int, nargs="+", default=default, help=help)
+    p.add_argument("--n", type=int, default=32, help="test measurements per sigma")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None)
+    if extra is not None:
+        extra(p)
+    args = p.parse_args(argv)
+    if any(v < 1 for v in getattr(args, name)):
+        p.error(f"--{name} must be positive integers, got {getattr(args, name)}")
+    if args.n < 2:
+        p.error(f"--n must be an integer >= 2, got {args.n}")
+    return args
+
+
+def run_study(args, items, measure, columns) -> list:
+    """Run ``measure(item, profile, n)`` (a list of row dicts) for every item under the quick
+    profile with ``args.threads`` threads, printing the table so far after each, then the
+    environment; write rows and environment to ``args.json``. Returns the rows."""
+    torch.set_num_threads(args.threads)
+    prof = get_profile("quick")
+    rows = []
+    for item in items:
+        rows += measure(item, prof, args.n)
+        print(table(rows, columns))
+    print(environment())
+    write_json(args.json, {"rows": rows, "environment": environment()})
+    return rows

@@ -18,16 +18,13 @@ thread): the networks are cached like the course's, so an interrupted run resume
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from baselines import environment, table, write_json
+from baselines import network_study_args, run_study
 
 from lemmse_lite import experiments, profiles
 
@@ -36,19 +33,10 @@ COLUMNS = ["problem", "steps", "PSNR(net,LE)", "95% interval", "gain of the doub
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=PROBLEMS)
-    p.add_argument("--factors", type=int, nargs="+", default=[1, 2, 4],
-                   help="training lengths as multiples of the profile's train_steps")
-    p.add_argument("--n", type=int, default=32, help="test measurements")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    if any(f < 1 for f in args.factors):
-        p.error(f"--factors must be positive integers, got {args.factors}")
-    if args.n < 2:
-        p.error(f"--n must be an integer >= 2, got {args.n}")
-    return args
+    return network_study_args(argv, __doc__, "factors", [1, 2, 4],
+                              "training lengths as multiples of the profile's train_steps",
+                              lambda p: p.add_argument("--problems", nargs="+", default=list(PROBLEMS),
+                                                       choices=PROBLEMS))
 
 
 def network(problem, prof, factor):
@@ -68,28 +56,20 @@ def measure(problem, prof, factors, n):
                                     n_measurements=n)
     by_name = {r["network"]: r for r in rows}
     out, previous = [], None
-    for name in nets:
+    for name, net in nets.items():
         r = by_name[name]
         lo, hi = r["psnr_net_ref_ci"]
-        out.append({"problem": problem, "steps": int(nets[name].history["completed"]),
+        out.append({"problem": problem, "steps": int(net.history["completed"]),
                     "PSNR(net,LE)": round(r["psnr_net_ref"], 2), "95% interval": f"[{lo:.2f}, {hi:.2f}]",
                     "gain of the doubling": "" if previous is None else round(r["psnr_net_ref"] - previous, 2),
-                    "PSNR(net,x)": round(r["psnr_net_x"], 2), "source": nets[name].source})
+                    "PSNR(net,x)": round(r["psnr_net_x"], 2), "source": net.source})
         previous = r["psnr_net_ref"]
     return out
 
 
 def main(argv=None):
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    prof = profiles.get_profile("quick")
-    rows = []
-    for problem in args.problems:
-        rows += measure(problem, prof, args.factors, args.n)
-        print(table(rows, COLUMNS))
-    print(environment())
-    if args.json:
-        write_json(args.json, {"rows": rows, "environment": environment()})
+    run_study(args, args.problems, lambda problem, prof, n: measure(problem, prof, args.factors, n), COLUMNS)
 
 
 if __name__ == "__main__":

@@ -19,35 +19,22 @@ reuses them); widths other than 48 are trained here (width 96: about 4x the arit
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from baselines import environment, table, write_json
+from baselines import network_study_args, run_study
 
-from lemmse_lite import experiments, profiles
+from lemmse_lite import experiments
 
 SIZES = (1, 3, 5, 7, 9)
 COLUMNS = ["width", "params", "sigma", "P_eff", *[f"LE({p})" for p in SIZES], "PSNR(net,x)", "source"]
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--widths", type=int, nargs="+", default=[24, 48, 96])
-    p.add_argument("--n", type=int, default=32, help="test measurements per sigma")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    if any(w < 1 for w in args.widths):
-        p.error(f"--widths must be positive integers, got {args.widths}")
-    if args.n < 2:
-        p.error(f"--n must be an integer >= 2, got {args.n}")
-    return args
+    return network_study_args(argv, __doc__, "widths", [24, 48, 96], "network widths to compare")
 
 
 def measure(prof, width, n):
@@ -70,16 +57,7 @@ def measure(prof, width, n):
 
 def main(argv=None):
     args = parse(argv)
-    torch.set_num_threads(args.threads)
-    prof = profiles.get_profile("quick")
-    rows = []
-    for w in args.widths:
-        rows += measure(prof, w, args.n)
-        print(table(rows[-len(prof.agreement_sigmas):], COLUMNS))
-    print(environment())
-    print(table(rows, COLUMNS))
-    if args.json:
-        write_json(args.json, {"rows": rows, "environment": environment()})
+    run_study(args, args.widths, lambda width, prof, n: measure(prof, width, n), COLUMNS)
 
 
 if __name__ == "__main__":

@@ -156,3 +156,24 @@ def test_peers_small(capsys, tmp_path):
         t_peer, t_ours = statistics.median(row["deepinv times"]), statistics.median(row["ours times"])
         assert row["t_deepinv / t_ours"] == pytest.approx(t_peer / t_ours)
         assert len(row["ours times"]) == len(row["deepinv times"]) == res["args"]["repeats"]
+
+
+@pytest.mark.parametrize("name, flag", [("convergence", "--factors"), ("p_eff_width", "--widths")])
+def test_network_study_flags_are_checked(name, flag, capsys):
+    mod = _module(name)
+    for bad in ([flag, "0"], ["--n", "1"]):
+        with pytest.raises(SystemExit):
+            mod.parse(bad)
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert bad[0] in err and "must be" in err, err
+
+
+def test_run_study_prints_and_writes_every_row(tmp_path, capsys):
+    bl = _module("baselines")
+    args = bl.network_study_args(["--widths", "2", "3", "--n", "4", "--json", str(tmp_path / "r.json")],
+                                 "doc", "widths", [1], "help")
+    rows = bl.run_study(args, args.widths, lambda w, prof, n: [{"width": w, "n": n, "steps": prof.train_steps}],
+                        ["width", "n"])
+    assert rows == json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert [r["width"] for r in rows] == [2, 3] and all(r["n"] == 4 for r in rows)
+    assert "width" in capsys.readouterr().out
