@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from baselines import network_study_args, run_study
 
-from lemmse_lite import experiments
+from lemmse_lite import experiments, models
 
 SIZES = (1, 3, 5, 7, 9)
 COLUMNS = ["width", "params", "sigma", "P_eff", *[f"LE({p})" for p in SIZES], "PSNR(net,x)", "source"]
@@ -45,7 +45,7 @@ def measure(prof, width, n):
     trained_s = time.perf_counter() - t0
     rows, _ = experiments.agreement({"net": net}, "denoising", prof, controls=False, splits=("test",),
                                     n_measurements=n, sizes=SIZES)
-    params = sum(p.numel() for p in net.parameters())
+    params = models.count_parameters(net)
     out = []
     for r in sorted(rows, key=lambda r: r["sigma"]):
         out.append({"width": width, "params": params, "sigma": r["sigma"], "P_eff": r["p_eff"],
