@@ -97,7 +97,7 @@ class BlockSource(Protocol):
     """What turns one chunk of training images into score blocks: ``source(start, chunk)`` with
     ``chunk`` (Nc, C, H, W) the images from index ``start`` yields
     :class:`~lemmse_lite.engine.ScoreBlock` s (the LE-MMSE's
-    :class:`~lemmse_lite.estimators.PatchBlocks`, the image estimators' rescoring softmax)."""
+    :class:`~lemmse_lite.local_estimators.PatchBlocks`, the image estimators' rescoring softmax)."""
 
     def __call__(self, start: int, chunk: torch.Tensor) -> Iterator[ScoreBlock]:
         ...
