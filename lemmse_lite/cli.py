@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import data, estimators, metrics, operators, problems
 from .checks import check_odd, check_positive_int, check_sigma
+from .errors import UsageError
 from .files import atomic_write
 from .models import make_model
 from .profiles import get_profile
@@ -51,11 +52,6 @@ SIGMA_FLAGS = ("sigma", "sigma_min", "sigma_max")
 
 
 # ----------------------------------------------------------------------------- flag checks
-
-class UsageError(ValueError):
-    """A flag or argument of the command line that cannot be honoured: ``main`` prints it on one
-    line and exits 2. Raised by the flag checks only (:func:`_flag_check`)."""
-
 
 def _flag_check(check):
     """Decorator of a function that checks or reads what a flag names: its ``ValueError``,
@@ -504,13 +500,9 @@ def _add_train_compare(sub):
 
 def cmd_course(args) -> int:
     """``lemmse course``: lemmse_lite.course, imported only for this subcommand (nbclient, nbconvert).
-    Its flag checks raise ValueError (course.py does not know :class:`UsageError`), so its
-    ValueErrors are read as usage errors here."""
+    Its flag checks raise :class:`~lemmse_lite.errors.UsageError` themselves; any other error is ours."""
     from .course import cmd_course as run
-    try:
-        return run(args)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    return run(args)
 
 
 def _add_course(sub):

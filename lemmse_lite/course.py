@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from . import pages as book
 from . import pdf as printer
+from .errors import UsageError
 from .profiles import get_profile
 
 __all__ = ["ChapterRun", "find_course_dir", "render_course", "run_course", "select_chapters", "write_index"]
@@ -66,19 +67,20 @@ class ChapterRun:
 
 def find_course_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder of the chapters: ``path``, else ``./course``, else the ``course/`` beside the
-    package (an editable install of the repository). ValueError if it holds no chapter."""
+    package (an editable install of the repository). :class:`UsageError` (naming ``--course-dir``)
+    if it holds no chapter."""
     candidates = [Path(path)] if path is not None else [
         Path.cwd() / "course", Path(__file__).resolve().parent.parent / "course"]
     for folder in candidates:
         if sorted(folder.glob("[0-9][0-9]_*.md")):
             return folder
     where = " or ".join(str(c) for c in candidates)
-    raise ValueError(f"--course-dir: no chapter NN_*.md found in {where}")
+    raise UsageError(f"--course-dir: no chapter NN_*.md found in {where}")
 
 
 def select_chapters(folder: Path, only: list[str] | None = None) -> list[Path]:
     """The chapters of ``folder`` in order; ``only`` keeps those whose number (``01``) or name
-    (``01_ideal_mmse``) is listed. ValueError naming --only for a name that matches nothing."""
+    (``01_ideal_mmse``) is listed. :class:`UsageError` naming ``--only`` for a name that matches nothing."""
     chapters = sorted(folder.glob("[0-9][0-9]_*.md"))
     if not only:
         return chapters
@@ -87,7 +89,7 @@ def select_chapters(folder: Path, only: list[str] | None = None) -> list[Path]:
         hits = [c for c in chapters if key in (c.stem, c.stem[:2], c.name)]
         if not hits:
             names = ", ".join(c.stem for c in chapters)
-            raise ValueError(f"--only: no chapter {key!r} (expected a number or a name among {names})")
+            raise UsageError(f"--only: no chapter {key!r} (expected a number or a name among {names})")
         picked += [c for c in hits if c not in picked]
     return sorted(picked)
 
@@ -312,7 +314,7 @@ def write_pdf(out: Path, runs: list[ChapterRun], site: Site) -> tuple[Path, int]
     contents, a bibliography per chapter and the glossary, printed offline; (path, pages). The
     document it prints stays beside it (``course_book.html``)."""
     if site.pages is None:
-        raise RuntimeError("--pdf: the book's content build is needed (pip install jupyter-book; Node.js)")
+        raise UsageError("--pdf: the book's content build is needed (pip install jupyter-book; Node.js)")
     notebooks = {r.name: nbformat.read(r.notebook, as_version=4) for r in runs}
     stems = [r.name for r in runs] + ["glossary"]
     html = out / "course_book.html"
@@ -326,10 +328,10 @@ def cmd_course(args) -> int:
     """``lemmse course``: run the chapters, print each one's time and where everything is (with
     ``--pdf``, the course as one PDF too); exit code 1 if a chapter failed."""
     if args.cell_timeout is not None and args.cell_timeout <= 0:
-        raise ValueError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
+        raise UsageError(f"--cell-timeout must be a positive number of seconds, got {args.cell_timeout}")
     pdf = getattr(args, "pdf", False)
     if pdf and not printer.browser_available():  # before hours of chapters, not after
-        raise ValueError("--pdf: no Chromium to print with (apt-get install chromium, or playwright "
+        raise UsageError("--pdf: no Chromium to print with (apt-get install chromium, or playwright "
                          "install chromium)")
     runs = run_course(args.out, args.profile, args.only, args.course_dir, args.quiet, args.cell_timeout)
     width = max(len(r.name) for r in runs)

@@ -111,6 +111,19 @@ def test_course_bad_flags(argv, flag, tmp_path, capsys):
     assert flag in err and len(err.splitlines()) == 1
 
 
+def test_course_internal_error_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only the flag checks make a one-line usage error: a ValueError from inside the run is a bug
+    of ours and reaches the caller as it is (it used to be printed as a bad flag, exit 2)."""
+    from lemmse_lite import course
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug, not a flag")
+
+    monkeypatch.setattr(course, "run_course", broken)
+    with pytest.raises(ValueError, match="internal bug"):
+        main(["course", "--profile", "quick", "--only", "00", "--out", str(tmp_path), "--quiet"])
+
+
 def test_myst_markup_made_plain():
     text = textwrap.dedent("""\
         (ch-x)=
