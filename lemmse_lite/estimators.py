@@ -26,8 +26,8 @@ Where each part lives (this module is the public entry; chapters and users impor
 
 * :mod:`lemmse_lite.estimator_inputs` — the checks and preparation every estimator shares;
 * :mod:`lemmse_lite.image_estimators` — :func:`mmse`, :func:`equivariant_mmse` and their float64 rescoring;
-* :mod:`lemmse_lite.patch_whitening`  — the LE-MMSE's patch groups (whitening, rank, stratum);
-* :mod:`lemmse_lite.local_estimators` — :func:`le_mmse`: query plans, score blocks, sub-lattice classes.
+* :mod:`lemmse_lite.local_queries`    — the LE-MMSE's query side: pixel classes, patch groups (whitening, rank, stratum), plans;
+* :mod:`lemmse_lite.local_estimators` — :func:`le_mmse` and its score blocks (the keys).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .engine import EngineConfig
 from .estimator_inputs import DENSE_LIMIT, RANGE_TOL
 from .image_estimators import equivariant_mmse, mmse, rounding_slack
 from .local_estimators import PatchBlocks, le_mmse
-from .patch_whitening import (
+from .local_queries import (
     DenseGroup,
     DiagonalGroup,
     IdentityGroup,
