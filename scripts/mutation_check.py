@@ -2,7 +2,7 @@
 """Do the chapters' asserts catch a wrong estimator? Run chapters under named mutations of the package.
 
 For each mutation, a scratch copy of the repository is made under a temporary folder (never the
-working tree), one line of ``lemmse_lite/estimators.py`` is changed there (each mutation names the
+working tree), one line of one estimator module is changed there (each mutation names its file and the
 exact text it replaces, and the script fails if that text is missing or not unique), and the
 chapters that the mutation concerns are executed one at a time, with a fresh ``LEMMSE_CACHE`` per
 (mutation, chapter), one thread, ``LEMMSE_PROFILE=quick``. A chapter *catches* a mutation when its
@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET = "lemmse_lite/estimators.py"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -49,6 +48,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class Mutation:
     name: str
     what: str
+    target: str  # the module it changes, from the repository root
     old: str
     new: str
     chapters: tuple  # the chapters it concerns (where it must be caught)
@@ -57,36 +57,42 @@ class Mutation:
 MUTATIONS = [
     Mutation(
         "sigma_x_sqrt2", "every estimator uses sigma * sqrt(2) (temperature 4 sigma^2 instead of 2 sigma^2)",
+        "lemmse_lite/estimator_inputs.py",
         "    sig = check_sigma(sigma, y.shape[0], y.device, dtype)\n",
         "    sig = check_sigma(sigma, y.shape[0], y.device, dtype) * 2**0.5\n",
         ("01", "02", "03", "04", "05", "09", "10"),
     ),
     Mutation(
         "sigma_x2", "every estimator uses 2 sigma",
+        "lemmse_lite/estimator_inputs.py",
         "    sig = check_sigma(sigma, y.shape[0], y.device, dtype)\n",
         "    sig = check_sigma(sigma, y.shape[0], y.device, dtype) * 2\n",
         ("01", "02", "03", "04", "05", "09", "10"),
     ),
     Mutation(
         "bplus_dropped", "MMSE / E-MMSE score ||B(y - A x_i)||^2 instead of ||B+ B (y - A x_i)||^2",
+        "lemmse_lite/image_estimators.py",
         "    W = None if Bop is None else Bop.pinv()\n",
         "    W = None\n",
         ("01", "03"),
     ),
     Mutation(
         "whitening_dropped", "LE-MMSE with an equivariant B scores unwhitened patches (L = I), the B+ of the patch",
+        "lemmse_lite/local_queries.py",
         "        return (self.restrict(v).to(self.L.dtype) @ self.L.T).to(v.dtype)\n\n\n@dataclass\nclass DenseGroup",
         "        return self.restrict(v)\n\n\n@dataclass\nclass DenseGroup",
         ("05", "09"),
     ),
     Mutation(
         "shifts_ignored", "the E-MMSE ignores the shifts (it is the MMSE)",
+        "lemmse_lite/image_estimators.py",
         "    return _image_estimator(y, train, sigma, A, B, True, chunk_size, engine)\n",
         "    return _image_estimator(y, train, sigma, A, B, False, chunk_size, engine)\n",
         ("03", "04"),
     ),
     Mutation(
         "p_off_by_2", "the LE-MMSE uses the patch size P - 2 (P + 2 when P = 1)",
+        "lemmse_lite/local_estimators.py",
         "    _check_le_args(chunk_size, return_diagnostics, top_k, max_memory)\n",
         "    _check_le_args(chunk_size, return_diagnostics, top_k, max_memory)\n"
         "    patch_size = patch_size - 2 if patch_size >= 3 else patch_size + 2\n",
@@ -110,14 +116,14 @@ def scratch_copy(dest: Path) -> None:
 
 
 def mutate(tree: Path, m: Mutation | None) -> None:
-    path = tree / TARGET
-    text = (ROOT / TARGET).read_text()
-    if m is not None:
-        if text.count(m.old) != 1:
-            sys.exit(f"mutation {m.name}: its text occurs {text.count(m.old)} times in {TARGET} (the package "
-                     "changed: update the mutation)")
-        text = text.replace(m.old, m.new)
-    path.write_text(text)
+    """Apply ``m`` to the scratch copy ``tree`` (``None``: the baseline, nothing changed)."""
+    if m is None:
+        return
+    text = (ROOT / m.target).read_text()
+    if text.count(m.old) != 1:
+        sys.exit(f"mutation {m.name}: its text occurs {text.count(m.old)} times in {m.target} (the package "
+                 "changed: update the mutation)")
+    (tree / m.target).write_text(text.replace(m.old, m.new))
 
 
 def run_chapter(tree: Path, chapter: str, cache: Path, timeout: int) -> tuple[bool, str, float]:
