@@ -3,6 +3,7 @@ mutation's text must still occur exactly once in the module it names, or a refac
 estimators would leave the script unable to run (it stops on a missing text)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("mutation_check", ROOT / "scripts" / "mutation_check.py")
 mutation_check = importlib.util.module_from_spec(_spec)
+sys.modules["mutation_check"] = mutation_check  # its dataclasses look their module up there
 _spec.loader.exec_module(mutation_check)
 
 
