@@ -9,19 +9,21 @@ accept and reject exactly the same noise levels.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
-__all__ = ["all_finite", "check_odd", "check_positive_int", "check_sigma"]
+__all__ = ["all_finite", "check_odd", "check_positive_int", "check_sigma", "check_sigma_range", "check_sigma_value"]
 
 
 def check_positive_int(value, name: str, allow_none: bool = False):
-    """``value`` must be an int ≥ 1 (not a bool); ``None`` passes when ``allow_none``."""
+    """``value`` must be an integer ≥ 1 (a Python or NumPy integer, not a bool) -> ``int``;
+    ``None`` passes when ``allow_none``."""
     if value is None and allow_none:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_odd(value, name: str, minimum: int = 1) -> int:
@@ -33,6 +35,30 @@ def check_odd(value, name: str, minimum: int = 1) -> int:
     return value
 
 
+def check_sigma_value(sigma, name: str = "sigma") -> float:
+    """One noise level, a positive finite number (not a bool) -> float. The rule of every σ of the
+    package: the estimators', the networks', the profiles' grids and the training ranges."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(sigma).__name__}")
+    if not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {sigma!r}")
+    return float(sigma)
+
+
+def check_sigma_range(sigma_range, name: str = "sigma_range") -> tuple[float, float]:
+    """``(sigma_min, sigma_max)`` or one number -> ``(lo, hi)`` floats, each a valid σ
+    (:func:`check_sigma_value`), ``lo <= hi``."""
+    pair = (sigma_range, sigma_range) if isinstance(sigma_range, (int, float)) else sigma_range
+    try:
+        lo, hi = pair
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (sigma_min, sigma_max), got {sigma_range!r}") from None
+    lo, hi = check_sigma_value(lo, f"{name}[0]"), check_sigma_value(hi, f"{name}[1]")
+    if lo > hi:
+        raise ValueError(f"{name} must be (sigma_min, sigma_max) with sigma_min <= sigma_max, got {sigma_range!r}")
+    return lo, hi
+
+
 def check_sigma(sigma, batch: int, device=None, dtype=torch.float64, name: str = "sigma") -> torch.Tensor:
     """The noise level: a float or a (B,) / 0-d floating tensor, every entry positive and finite
     -> (B,) tensor on ``device`` in ``dtype``.
@@ -42,9 +68,7 @@ def check_sigma(sigma, batch: int, device=None, dtype=torch.float64, name: str =
     if isinstance(sigma, bool):
         raise TypeError(f"{name} must be a float or a tensor of shape (B,), got bool")
     if isinstance(sigma, (int, float)):
-        if not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"{name} must be positive and finite, got {sigma!r}")
-        return torch.full((batch,), float(sigma), dtype=dtype, device=device)
+        return torch.full((batch,), check_sigma_value(sigma, name), dtype=dtype, device=device)
     if not isinstance(sigma, torch.Tensor):
         raise TypeError(f"{name} must be a float or a tensor of shape (B,), got {type(sigma).__name__}")
     if not sigma.is_floating_point():

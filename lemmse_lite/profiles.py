@@ -22,9 +22,24 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-__all__ = ["FIELD_DOCS", "FULL", "PAPER", "PAPER_PROBLEMS", "PART_ONE", "PART_TWO", "PROFILES", "QUICK", "PartOneSettings",
-           "PartTwoSettings", "Profile", "part_two_settings",
-           "get_profile", "part_one_settings"]
+from .checks import check_positive_int, check_sigma_range, check_sigma_value
+
+__all__ = [
+    "FIELD_DOCS",
+    "FULL",
+    "PAPER",
+    "PAPER_PROBLEMS",
+    "PART_ONE",
+    "PART_TWO",
+    "PROFILES",
+    "QUICK",
+    "PartOneSettings",
+    "PartTwoSettings",
+    "Profile",
+    "get_profile",
+    "part_one_settings",
+    "part_two_settings",
+]
 
 #: The meaning of every field of :class:`Profile` (also printed by :meth:`Profile.describe`).
 FIELD_DOCS = {
@@ -118,24 +133,22 @@ def _validate(p: Profile) -> None:
         "sweep_steps",
         "sweep_width",
     ):
-        value = getattr(p, field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Profile.{field} must be a positive int, got {value!r}")
+        check_positive_int(getattr(p, field), f"Profile.{field}")
     if p.device not in ("cpu", "cuda") and not p.device.startswith("cuda:"):
         raise ValueError(f"Profile.device must be 'cpu' or 'cuda', got {p.device!r}")
     for size in (p.patch_size, *p.patch_sizes):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
             raise ValueError(f"patch sizes must be odd positive ints, got {size!r}")
-    if not p.sigmas or any(not s > 0 for s in p.sigmas):
-        raise ValueError(f"Profile.sigmas must be positive, got {p.sigmas!r}")
-    if len(p.sigma_range) != 2 or not 0 <= p.sigma_range[0] < p.sigma_range[1]:
-        raise ValueError(
-            f"Profile.sigma_range must be (min, max), 0 <= min < max, got {p.sigma_range!r}"
-        )
-    if not p.agreement_sigmas or any(not s > 0 for s in p.agreement_sigmas):
-        raise ValueError(f"Profile.agreement_sigmas must be positive, got {p.agreement_sigmas!r}")
-    if len(p.n_sweep) < 3 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in p.n_sweep):
+    for field in ("sigmas", "agreement_sigmas"):
+        if not getattr(p, field):
+            raise ValueError(f"Profile.{field} must hold at least one noise level")
+        for s in getattr(p, field):
+            check_sigma_value(s, f"Profile.{field}")
+    check_sigma_range(p.sigma_range, "Profile.sigma_range")
+    if len(p.n_sweep) < 3:
         raise ValueError(f"Profile.n_sweep must hold at least 3 positive ints, got {p.n_sweep!r}")
+    for n in p.n_sweep:
+        check_positive_int(n, "Profile.n_sweep")
     if not p.lr > 0:
         raise ValueError(f"Profile.lr must be positive, got {p.lr!r}")
 
@@ -292,8 +305,7 @@ class MRISettings:
             raise ValueError(f"MRISettings.center_fraction must be in [0, 1], got {self.center_fraction!r}")
         if self.mask_kind not in ("random", "equispaced"):
             raise ValueError(f"MRISettings.mask_kind must be 'random' or 'equispaced', got {self.mask_kind!r}")
-        if not self.sigma > 0:
-            raise ValueError(f"MRISettings.sigma must be positive, got {self.sigma!r}")
+        check_sigma_value(self.sigma, "MRISettings.sigma")
 
 
 #: fastMRI's R = 4 / f_c = 0.08 on the profile's images; the R sweep keeps f_c.
@@ -347,14 +359,13 @@ class DiffusionSettings:
 
     def __post_init__(self):
         for name in ("image_size", "n_train", "n_samples", "n_steps", "model_width", "train_steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"DiffusionSettings.{name} must be a positive int, got {value!r}")
+            check_positive_int(getattr(self, name), f"DiffusionSettings.{name}")
         for p in (self.patch_size, self.patch_size_max):
             if isinstance(p, bool) or not isinstance(p, int) or p < 1 or p % 2 == 0 or p > self.image_size:
                 raise ValueError(f"DiffusionSettings patch sizes must be odd ints <= image_size, got {p!r}")
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"DiffusionSettings needs 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        check_sigma_range((self.sigma_min, self.sigma_max), "DiffusionSettings (sigma_min, sigma_max)")
+        if not self.sigma_min < self.sigma_max:
+            raise ValueError(f"DiffusionSettings needs sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
 
 
 #: Chapter 10 per profile (``full`` is sized for a GPU and has not been timed here).
@@ -380,7 +391,7 @@ class PartOneSettings:
     N, P and the noise levels σ stay in :class:`Profile`; these are the problems built on them.
 
     - ``box_divisor``: the centred box hole has side ``H // box_divisor`` (:meth:`box_side`); the
-      named problems of ``operators.forward_operator`` (``h // 3`` rounded to odd) serve chapters 06+.
+      named problems of ``problems.forward_operator`` (``h // 3`` rounded to odd) serve chapters 06+.
     - ``missing_fraction``: the random mask of chapter 05, the paper's 30 % missing pixels.
     - ``missing_fraction_demo``: the random mask of chapter 00, half the pixels missing: there it only
       shows what a mask does, so it is the most visible setting rather than the paper's.
@@ -441,20 +452,21 @@ def _is_number(value) -> bool:
 def _validate_part_one(s: PartOneSettings) -> None:
     """One-line ValueErrors naming the field of :class:`PartOneSettings` that is wrong."""
     for name in ("box_divisor", "subset_divisor"):
-        value = getattr(s, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"PartOneSettings.{name} must be a positive int, got {value!r}")
-    if not isinstance(s.shift_divisors, tuple) or len(s.shift_divisors) != 2 or any(
-            isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in s.shift_divisors):
+        check_positive_int(getattr(s, name), f"PartOneSettings.{name}")
+    if not isinstance(s.shift_divisors, tuple) or len(s.shift_divisors) != 2:
         raise ValueError(f"PartOneSettings.shift_divisors must be a pair of positive ints, got {s.shift_divisors!r}")
+    for d in s.shift_divisors:
+        check_positive_int(d, "PartOneSettings.shift_divisors")
     for name in ("missing_fraction", "missing_fraction_demo", "eps_mask", "eps_mask_local", "eps_mask_mixed"):
         value = getattr(s, name)
         if not _is_number(value) or not 0 < value < 1:
             raise ValueError(f"PartOneSettings.{name} must be a number in (0, 1), got {value!r}")
-    for name in ("blur_std", "disk_radius", "tikhonov_eps", "sigma_small", "sigma_large"):
+    for name in ("blur_std", "disk_radius", "tikhonov_eps"):
         value = getattr(s, name)
         if not _is_number(value) or not 0 < value < float("inf"):
             raise ValueError(f"PartOneSettings.{name} must be a positive finite number, got {value!r}")
+    for name in ("sigma_small", "sigma_large"):
+        check_sigma_value(getattr(s, name), f"PartOneSettings.{name}")
     if not s.sigma_small < s.sigma_large:
         raise ValueError(f"PartOneSettings.sigma_large must exceed sigma_small = {s.sigma_small!r}, got {s.sigma_large!r}")
 
@@ -501,16 +513,11 @@ class PartTwoSettings:
 
     def __post_init__(self):
         for name in ("n_agreement", "n_boot", "n_agreement_train"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"PartTwoSettings.{name} must be a positive int, got {value!r}")
+            check_positive_int(getattr(self, name), f"PartTwoSettings.{name}")
         for name in ("train_crop", "train_batch_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"PartTwoSettings.{name} must be None or a positive int, got {value!r}")
-        for name in ("curve_steps",):
-            if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in getattr(self, name)):
-                raise ValueError(f"PartTwoSettings.{name} must hold positive ints, got {getattr(self, name)!r}")
+            check_positive_int(getattr(self, name), f"PartTwoSettings.{name}", allow_none=True)
+        for v in self.curve_steps:
+            check_positive_int(v, "PartTwoSettings.curve_steps")
         if any(isinstance(p, bool) or not isinstance(p, int) or p < 1 or p % 2 == 0 for p in self.effective_sizes):
             raise ValueError(f"PartTwoSettings.effective_sizes must hold odd positive ints, got {self.effective_sizes!r}")
 
