@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import json
 import os
 import pickle
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .training import save_checkpoint
+from .files import atomic_write
 
 __all__ = ["CACHE_ENV", "CACHE_FORMAT", "PACKAGE_DIR", "cache_dir", "cache_key", "cached", "read",
-           "source_closure", "source_hash", "tensor_digest", "write"]
+           "save", "source_closure", "source_hash", "tensor_digest", "write"]
 
 CACHE_ENV = "LEMMSE_CACHE"
 CACHE_FORMAT = "lemmse_lite.experiments/1"
@@ -60,7 +61,7 @@ def _package_imports(path: Path) -> set:
     return {name for name in found if (path.parent / f"{name}.py").is_file()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _closure(roots: tuple, folder: str, stamp: tuple) -> tuple:
     todo, seen = list(roots), set()
     while todo:
@@ -85,12 +86,32 @@ def source_closure(roots, folder=PACKAGE_DIR) -> tuple:
 
 
 def source_hash(roots, folder=PACKAGE_DIR) -> str:
-    """sha256 of the sources of :func:`source_closure` ``(roots)`` (a code change changes it)."""
+    """sha256 of the code (:func:`code_text`) of :func:`source_closure` ``(roots)``: a change of
+    code changes it, a docstring or comment does not."""
     h = hashlib.sha256()
     for name in source_closure(roots, folder):
         h.update(name.encode())
-        h.update((Path(folder) / f"{name}.py").read_bytes())
+        h.update(code_text(Path(folder) / f"{name}.py").encode())
     return h.hexdigest()
+
+
+def code_text(path: Path) -> str:
+    """The code of a module without its docstrings and comments (``ast.dump`` of its tree, the
+    docstrings of the module, classes and functions removed): what runs, so rewording a
+    docstring or a comment keys no result anew, while any change to a statement does."""
+    path = Path(path)
+    return _code_text(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _code_text(path: str, mtime_ns: int) -> str:  # keyed by mtime: an edited file is read again
+    tree = ast.parse(Path(path).read_text(), filename=path)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
 
 
 def cache_key(settings: dict, roots, folder=PACKAGE_DIR) -> str:
@@ -120,9 +141,17 @@ def read(path: Path, key: str):
     return state["payload"]
 
 
+def save(path, obj) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`lemmse_lite.files.atomic_write`, the
+    package's one atomic writer): a crash leaves the old file or the new one, never a torn one."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, buffer.getvalue())
+
+
 def write(path: Path, key: str, payload) -> None:
-    """Atomic write of ``payload`` under ``key`` (temporary file, fsync, ``os.replace``)."""
-    save_checkpoint(path, {"format": CACHE_FORMAT, "key": key, "payload": payload})
+    """Atomic write of ``payload`` under ``key`` (:func:`save`)."""
+    save(path, {"format": CACHE_FORMAT, "key": key, "payload": payload})
 
 
 def cached(kind: str, settings: dict, compute, cache=None, roots=("experiments",)):

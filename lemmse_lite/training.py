@@ -26,7 +26,7 @@ same arithmetic.
 Reproducibility: every random draw (minibatch, sigma, noise) comes from one ``torch.Generator``
 on the training device whose state is checkpointed with the rest of the state, so a run that is
 killed and resumed gives the same history and weights as an uninterrupted one (same device).
-Checkpoints are written atomically (temporary file in the same folder, fsync, ``os.replace``); a
+Checkpoints are written atomically (:func:`lemmse_lite.store.save`: temporary file, fsync, replace); a
 corrupt or mismatched checkpoint raises :class:`CheckpointError` and is never overwritten.
 
 Run folder (:func:`save_run` / :func:`load_run`): ``model.pt`` (``{"meta", "state_dict"}``, the
@@ -41,17 +41,16 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .checks import check_positive_int
+from . import store
+from .checks import check_positive_int, check_sigma_range
+from .files import atomic_write
 from .models import make_model
 from .operators import measure
 
@@ -122,7 +121,7 @@ class TrainConfig:
     crop: int | None = None
 
     def __post_init__(self):
-        object.__setattr__(self, "sigma_range", _check_sigma_range(self.sigma_range))
+        object.__setattr__(self, "sigma_range", check_sigma_range(self.sigma_range, "sigma_range"))
         if self.sigma_law not in SIGMA_LAWS:
             raise ValueError(f"sigma_law must be one of {', '.join(SIGMA_LAWS)}, got {self.sigma_law!r}")
         check_positive_int(self.steps, "steps")
@@ -162,20 +161,6 @@ class TrainConfig:
         if self.crop is not None:
             extra["crop"] = self.crop
         return {"sigma_range": list(self.sigma_range), **extra, **{k: getattr(self, k) for k in keys}}
-
-
-def _check_sigma_range(sigma_range):
-    """``(lo, hi)`` or one number -> ``(float lo, float hi)`` with ``0 < lo <= hi``, finite."""
-    pair = (sigma_range, sigma_range) if isinstance(sigma_range, (int, float)) else sigma_range
-    try:
-        lo, hi = (float(v) for v in pair)
-    except (TypeError, ValueError):
-        raise ValueError(f"sigma_range must be (sigma_min, sigma_max), got {sigma_range!r}") from None
-    if not (0 < lo <= hi and math.isfinite(hi)):
-        raise ValueError(
-            f"sigma_range must be (sigma_min, sigma_max) with 0 < min <= max, finite, got {sigma_range!r}"
-        )
-    return (lo, hi)
 
 
 def _make_config(config, positional, overrides) -> TrainConfig:
@@ -229,29 +214,9 @@ class TrainHistory:
 
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(path, state):
-    """Atomically write ``state`` with ``torch.save``: temp file in the same folder, fsync,
-    ``os.replace``. A crash leaves either the old file or the new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename itself durable (best effort; not available everywhere)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Atomically write ``state`` with ``torch.save`` (:func:`lemmse_lite.store.save`: the
+    package's one atomic writer). A crash leaves either the old file or the new one, never a torn one."""
+    store.save(path, state)
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -288,11 +253,6 @@ def _fingerprint_mismatch(saved, now):
 
 
 # ----------------------------------------------------------------------------- fingerprint
-def _tensor_digest(t):
-    data = t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
 def _operator_signature(op, shape):
     """Name and a behavioural checksum: the operator applied to a fixed pseudo-random probe."""
     if op is None:
@@ -316,7 +276,7 @@ def fingerprint(model, images, A, B, config: TrainConfig) -> dict:
     must match its checkpoint's. ``config`` must be :meth:`TrainConfig.resolved`."""
     fp = {
         "model": _model_signature(model),
-        "data": f"{tuple(images.shape)} {_tensor_digest(images)}",
+        "data": store.tensor_digest(images),
         "A": _operator_signature(A, images.shape[1:]),
         "B": _operator_signature(B, images.shape[1:]),
         **config.hyper(),
@@ -656,8 +616,7 @@ def save_run(run_dir, model, history: TrainHistory, meta: dict) -> Path:
     meta = {"config": dict(model.config), **meta}
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     save_checkpoint(run / RUN_MODEL, {"meta": meta, "state_dict": weights})
-    text = json.dumps({"meta": meta, "history": history.as_dict()}, indent=1)
-    (run / RUN_HISTORY).write_text(text)
+    atomic_write(run / RUN_HISTORY, json.dumps({"meta": meta, "history": history.as_dict()}, indent=1))
     return run
 
 

@@ -48,7 +48,7 @@ def test_editing_any_module_of_the_closure_changes_the_key(package_copy, module)
     settings = {"kind": "estimate", "sigma": 0.1}
     before = store.cache_key(settings, ("experiments",), folder=package_copy)
     path = package_copy / f"{module}.py"
-    path.write_text(path.read_text() + "\n# edited\n")
+    path.write_text(path.read_text() + "\n_EDITED = 1\n")  # a statement: code that runs
     assert store.cache_key(settings, ("experiments",), folder=package_copy) != before
 
 
@@ -56,10 +56,21 @@ def test_a_module_outside_the_closure_does_not_change_the_key(package_copy):
     settings = {"kind": "network"}
     before = store.cache_key(settings, ("zoo",), folder=package_copy)
     path = package_copy / "plotting.py"
-    path.write_text(path.read_text() + "\n# edited\n")
+    path.write_text(path.read_text() + "\n_EDITED = 1\n")
     assert store.cache_key(settings, ("zoo",), folder=package_copy) == before
-    (package_copy / "training.py").write_text((package_copy / "training.py").read_text() + "\n# edited\n")
+    (package_copy / "training.py").write_text((package_copy / "training.py").read_text() + "\n_EDITED = 1\n")
     assert store.cache_key(settings, ("zoo",), folder=package_copy) != before
+
+
+def test_a_comment_or_docstring_edit_keeps_the_key(package_copy):
+    """Only code keys a result: rewording the docs of the training code retrains nothing."""
+    settings = {"kind": "network"}
+    before = store.cache_key(settings, ("zoo",), folder=package_copy)
+    path = package_copy / "training.py"
+    text = path.read_text()
+    first_doc = text.index('"""') + 3
+    path.write_text(text[:first_doc] + "Reworded. " + text[first_doc:] + "\n# a comment\n")
+    assert store.cache_key(settings, ("zoo",), folder=package_copy) == before
 
 
 def test_cached_never_reuses_an_entry_of_other_code(tmp_path, monkeypatch):
