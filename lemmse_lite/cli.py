@@ -35,7 +35,7 @@ from .tables import format_table
 from .training import CheckpointError, checkpoint_path, load_run, save_checkpoint, save_run, train
 
 ESTIMATORS = {"MMSE": "mmse", "E-MMSE": "equivariant_mmse", "LE-MMSE": "le_mmse"}
-DEMO_SIGMA = {"denoising": 0.2, "inpainting": 0.05, "deblurring": 0.05, "mri": 0.05}
+DEMO_SIGMA = {name: problems.default_sigma(name) for name in problems.PROBLEMS}
 #: The demo's default problems (MRI, course/09_mri.md, runs when asked: ``--problems mri``).
 DEMO_PROBLEMS = ("denoising", "inpainting", "deblurring")
 DEMO_SIGMA_TEXT = ", ".join(f"{k} {v:g}" for k, v in DEMO_SIGMA.items())
@@ -217,7 +217,7 @@ def _demo_rows(args, profile, train, test, P, bar):
         A, _ = problem_operators(problem, None, profile, test.shape[-1])
         sigma = _opt(args.sigma, demo_sigma(problem))
         if problem not in measurements:
-            measurements[problem] = operators.measure(A, test, sigma, profile.seed)
+            measurements[problem] = operators.measure(A, test, sigma, operators.measurement_seed(profile.seed, "test", sigma))
         y = measurements[problem]
         x_hat = run_estimator(label, y, train, sigma, A, None, P)
         near = metrics.nearest_training(x_hat, train, shifts=(label == "E-MMSE"))
@@ -265,7 +265,7 @@ def cmd_estimate(args) -> int:
     train, test = _problem_data(args, profile, device)
     A, B = problem_operators(args.problem, args.B, profile, test.shape[-1])
     sigma = _opt(args.sigma, demo_sigma(args.problem))
-    y = operators.measure(A, test, sigma, profile.seed)
+    y = operators.measure(A, test, sigma, operators.measurement_seed(profile.seed, "test", sigma))
     t0 = time.time()
     x_hat = run_estimator(args.estimator, y, train, sigma, A, B, resolve_patch_size(args, profile, test))
     _sync(device)
@@ -285,7 +285,7 @@ def cmd_bench(args) -> int:
     device = resolve_device(args.device, profile)
     train, test = _problem_data(args, profile, device)
     P = resolve_patch_size(args, profile, test)
-    y = operators.measure(None, test, 0.2, profile.seed)
+    y = operators.measure(None, test, 0.2, operators.measurement_seed(profile.seed, "test", 0.2))
     estimators.le_mmse(y[:1], train[:8], 0.2, P)  # warm-up
     _sync(device)
     t0 = time.time()
@@ -439,7 +439,7 @@ def _subparser(sub, name, summary, example):
 def _add_demo_estimate_bench(sub):
     p = _subparser(sub, "demo", "MMSE vs E-MMSE vs LE-MMSE on held-out photos (the course's main job)",
                    "lemmse demo --profile quick --problems denoising inpainting --out lemmse_out/demo")
-    p.add_argument("--problems", nargs="+", choices=operators.PROBLEMS, default=list(DEMO_PROBLEMS),
+    p.add_argument("--problems", nargs="+", choices=problems.PROBLEMS, default=list(DEMO_PROBLEMS),
                    help="inverse problems to solve")
     p.add_argument("--sigma", type=float, default=None,
                    help=SIGMA_HELP + f" (default: per problem, {DEMO_SIGMA_TEXT})")
@@ -450,7 +450,7 @@ def _add_demo_estimate_bench(sub):
     p = _subparser(sub, "estimate", "run one estimator on held-out images and print its PSNR",
                    "lemmse estimate --problem inpainting --B eps-mask:0.01 --sigma 0.05 --out est.pt")
     p.add_argument("--estimator", choices=list(ESTIMATORS), default="LE-MMSE", help="which estimator")
-    p.add_argument("--problem", choices=operators.PROBLEMS, default="denoising", help="inverse problem")
+    p.add_argument("--problem", choices=problems.PROBLEMS, default="denoising", help="inverse problem")
     p.add_argument("--B", default=None,
                    help="pre-inverse: none, adjoint, pinv, tikhonov:EPS, eps-mask:EPS (default: none)")
     p.add_argument("--sigma", type=float, default=None,
@@ -467,7 +467,7 @@ def _add_train_compare(sub):
     p = _subparser(sub, "train", "train a local CNN (checkpointed, resumable) into a run folder",
                    "lemmse train --profile quick --arch resnet --steps 200 --out runs/resnet")
     p.add_argument("--arch", choices=["resnet", "unet", "patchmlp"], default="resnet", help="network family")
-    p.add_argument("--problem", choices=operators.PROBLEMS, default="denoising", help="inverse problem")
+    p.add_argument("--problem", choices=problems.PROBLEMS, default="denoising", help="inverse problem")
     p.add_argument("--B", default=None,
                    help="pre-inverse: none, adjoint, pinv, tikhonov:EPS, eps-mask:EPS (default: none)")
     p.add_argument("--steps", type=int, default=None, help=_from_profile("train_steps", "optimisation steps"))

@@ -18,11 +18,12 @@ convolution ``(Ax)[n] = Σ_j k[j] x[n − j]`` with the kernel centred at ``(kh/
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
 
-from .checks import all_finite, check_positive_int, check_sigma
+from .checks import all_finite, check_positive_int, check_sigma, check_sigma_value
 
 RANK_TOL = 1e-6  # a singular value counts when s > RANK_TOL * s_max (`course/05_closed_form.md`, `eq-le-general`)
 
@@ -225,14 +226,23 @@ class FourierMultiplier(Operator):
 
     _kind = "fourier"
 
+    #: Image sizes whose multiplier stays cached (least recently used dropped first): an operator
+    #: applied to images of many sizes holds at most this many (h, w) complex128 arrays.
+    SPECTRUM_CACHE = 8
+
     def __init__(self, spectrum: Callable[[int, int], torch.Tensor], name: str = "FourierMultiplier"):
         self._spectrum_fn = spectrum
-        self._cache: dict = {}
+        self._cache: OrderedDict = OrderedDict()
         self.name = name
 
     def spectrum(self, h: int, w: int) -> torch.Tensor:
-        if (h, w) not in self._cache:
+        """The (h, w) complex128 multiplier, cached for the last :data:`SPECTRUM_CACHE` sizes."""
+        if (h, w) in self._cache:
+            self._cache.move_to_end((h, w))
+        else:
             self._cache[(h, w)] = self._spectrum_fn(h, w)
+            if len(self._cache) > self.SPECTRUM_CACHE:
+                self._cache.popitem(last=False)
         return self._cache[(h, w)]
 
     def _apply(self, x):
@@ -501,6 +511,23 @@ def as_operator(op, name: str = "A") -> Operator:
 
 # ----------------------------------------------------------------------------- measurements
 
+#: The splits a measurement seed tells apart (:func:`measurement_seed`).
+SPLITS = ("train", "test")
+
+
+def measurement_seed(seed: int, split: str, sigma: float) -> int:
+    """The package's one seed rule for the noise of simulated measurements: ``seed + 1 + s +
+    2·round(σ·10⁶)`` with ``s`` = 0 (train) or 1 (test). The noise of a (split, σ) measurement thus
+    depends on nothing else (which networks are compared, which other σ are asked), differs
+    between the splits and between noise levels, and differs from the draws seeded by ``seed``
+    itself (the data order, the initialisation)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return seed + 1 + SPLITS.index(split) + 2 * round(check_sigma_value(sigma) * 1e6)
+
+
 def measure(A, x: torch.Tensor, sigma, generator: torch.Generator | int = 0) -> torch.Tensor:
     """The one measurement simulator of the package: ``y = A x + σ e``, ``e ~ N(0, I)``.
 
@@ -580,30 +607,7 @@ def disk_kernel(radius: float, size: int | None = None) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
-# ----------------------------------------------------------------------------- named problems
-
-PROBLEMS = ("denoising", "inpainting", "deblurring", "mri")
-
-
-def forward_operator(problem: str, h: int, w: int, box: int | None = None, missing_fraction: float | None = None,
-                     blur_std: float = 1.0, seed: int = 0, acceleration: float = 4.0,
-                     center_fraction: float = 0.08, mask_kind: str = "random") -> Operator:
-    """The course's forward models by name: ``"denoising"`` (A = I), ``"inpainting"`` (a centre box
-    of side ``box``, default ``h//3`` rounded to odd, or a random mask if ``missing_fraction`` is
-    given), ``"deblurring"`` (Gaussian kernel of std ``blur_std``) and ``"mri"`` (k-space line
-    sampling, :func:`line_mask` with ``acceleration``, ``center_fraction``, ``mask_kind``, ``seed``)."""
-    if problem == "mri":
-        return KSpaceSampling(line_mask(h, w, acceleration, center_fraction, mask_kind, seed))
-    if problem == "denoising":
-        return Denoising()
-    if problem == "inpainting":
-        if missing_fraction is not None:
-            return Inpainting(random_mask(h, w, missing_fraction, seed))
-        return Inpainting(center_box_mask(h, w, box if box is not None else (min(h, w) // 3) | 1))
-    if problem == "deblurring":
-        return Blur(gaussian_kernel(blur_std, min(h, w, 2 * math.ceil(3 * blur_std) + 1) | 1))
-    raise ValueError(f"problem must be one of {PROBLEMS}, got {problem!r}")
-
+# ----------------------------------------------------------------------------- pre-inverses
 
 def pre_inverse(A: Operator, spec: str | None):
     """A pre-inverse ``B`` by name: ``None``/``"none"`` (physics-agnostic), ``"adjoint"`` (Aᵀ),

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lemmse_lite import cli, data, estimators, metrics, operators
+from lemmse_lite import cli, data, estimators, metrics, operators, problems
 from lemmse_lite.cli import main
 from lemmse_lite.training import load_run
 
@@ -41,9 +41,9 @@ def test_estimate_matches_the_library_call(tmp_path, capsys):
     saved = torch.load(out, weights_only=True)
     train = data.load("photos", "train", n=8, seed=0)
     test = data.load("photos", "test", n=2, seed=0)
-    A = operators.forward_operator("inpainting", *test.shape[-2:])
+    A = problems.forward_operator("inpainting", *test.shape[-2:])
     B = operators.pre_inverse(A, "eps-mask:0.01")
-    y = operators.measure(A, test, 0.07, 0)
+    y = operators.measure(A, test, 0.07, 0 + 1 + 1 + 2 * 70_000)  # the seed rule: seed + 1 + test + 2·σ·1e6
     assert torch.equal(saved["x"], test) and torch.equal(saved["y"], y)
     assert torch.allclose(saved["x_hat"], estimators.le_mmse(y, train, 0.07, 3, A=A, B=B), atol=1e-6)
 
@@ -187,9 +187,9 @@ def test_internal_errors_keep_their_traceback(monkeypatch, tmp_path):
 
 
 def test_every_problem_has_a_default_sigma():
-    """The CLI's problem choices are operators.PROBLEMS: each has a default noise level, and a
+    """The CLI's problem choices are problems.PROBLEMS: each has a default noise level, and a
     problem with options reads its name's (no KeyError for 'inpainting:box=15')."""
-    assert set(cli.DEMO_SIGMA) == set(operators.PROBLEMS)
+    assert set(cli.DEMO_SIGMA) == set(problems.PROBLEMS)
     assert cli.demo_sigma("inpainting:box=15") == cli.DEMO_SIGMA["inpainting"]
     with pytest.raises(cli.UsageError, match="--sigma"):
         cli.demo_sigma("nosuch")

@@ -5,7 +5,7 @@ processed by one thread with the keys in order, so the result must not depend on
 import pytest
 import torch
 
-from lemmse_lite import operators
+from lemmse_lite import operators, problems
 from lemmse_lite.engine import EngineConfig
 from lemmse_lite.estimators import equivariant_mmse, le_mmse
 
@@ -20,7 +20,7 @@ def _problem(seed=0):
 @pytest.mark.parametrize("problem", ["denoising", "inpainting"])
 def test_le_mmse_is_bitwise_independent_of_workers(problem):
     train, x = _problem()
-    A = operators.forward_operator(problem, 12, 12)
+    A = problems.forward_operator(problem, 12, 12)
     y = operators.measure(A, x, 0.1, 1)
     B = A if problem == "inpainting" else None
     # small query blocks so that several slices exist and every worker gets some
