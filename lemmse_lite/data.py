@@ -52,7 +52,8 @@ from __future__ import annotations
 import numbers
 import os
 import pickle
-import socket
+import subprocess
+import sys
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -63,6 +64,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .checks import check_positive_int
 
 __all__ = [
     "DATASETS",
@@ -184,7 +187,7 @@ def stream(
     folders; the other sets keep their compact (uint8 or cached) arrays and convert per batch.
     Arguments are as in :func:`load`; errors are raised here, not during iteration.
     """
-    _check_positive_int(batch_size, "batch_size")
+    check_positive_int(batch_size, "batch_size")
     part, order = _select(name, split, n, root, download, seed, size, grey)
     return ImageStream(part, order, int(batch_size), size, grey)
 
@@ -222,6 +225,15 @@ class ImageStream:
 
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
+
+    def shard(self, start: int, stop: int) -> ImageStream:
+        """The images ``start .. stop − 1`` of this stream's order, as a stream of their own (one
+        rank's part of a sharded run): concatenated, the shards of a partition equal the stream,
+        and only the shard's batches are ever read."""
+        if isinstance(start, bool) or isinstance(stop, bool) or not (isinstance(start, int) and isinstance(stop, int)) \
+                or not 0 <= start <= stop <= self.n:
+            raise ValueError(f"shard must be 0 <= start <= stop <= n = {self.n}, got start={start!r}, stop={stop!r}")
+        return ImageStream(self._part, self._order[start:stop], self.batch_size, self._size, self._grey)
 
     def __repr__(self) -> str:
         return f"ImageStream({self._part.label}, n={self.n}, batch_size={self.batch_size})"
@@ -263,7 +275,7 @@ class _Split:
 def _select(name, split, n, root, download, seed, size, grey):
     """Validate the arguments; return the split and the (seeded, truncated) order of indices."""
     if size is not None:
-        _check_positive_int(size, "size")
+        check_positive_int(size, "size")
     if grey not in (None, True, False):
         raise ValueError(f"grey must be True, False or None, got {grey!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
@@ -272,7 +284,7 @@ def _select(name, split, n, root, download, seed, size, grey):
     if part.count == 0:
         raise ValueError(f"{part.label} has no images")
     if n is not None:
-        _check_positive_int(n, "n")
+        check_positive_int(n, "n")
         if n > part.count:
             raise ValueError(f"n={n} but {part.label} has only {part.count} images available")
     if seed is None:
@@ -335,11 +347,6 @@ def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
         return x.contiguous()
     y = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return y.clamp_(0.0, 1.0)
-
-
-def _check_positive_int(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 # ------------------------------------------------------------------------- embedded sets
@@ -449,16 +456,26 @@ def _unavailable(name, split, root, files, reason) -> DatasetUnavailableError:
     )
 
 
-def _download(name: str, root: Path) -> None:
-    """Run torchvision's download under a socket timeout; may raise anything."""
-    import torchvision.datasets as tvd
+#: torchvision's download in a child process, whose sockets alone get the timeout (argv: the
+#: dataset class, the root folder, the timeout in seconds).
+_DOWNLOAD_SCRIPT = (
+    "import socket, sys; socket.setdefaulttimeout(float(sys.argv[3])); "
+    "import torchvision.datasets as tvd; getattr(tvd, sys.argv[1])(sys.argv[2], train=True, download=True)"
+)
 
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+
+def _download(name: str, root: Path) -> None:
+    """Run torchvision's download in a child process, its sockets under a timeout of
+    :data:`DOWNLOAD_TIMEOUT_S` (torchvision takes no timeout; setting one here would change every
+    socket of the caller's process). RuntimeError with the child's last line if it fails."""
+    argv = [sys.executable, "-c", _DOWNLOAD_SCRIPT, _TORCHVISION[name], str(root), str(DOWNLOAD_TIMEOUT_S)]
     try:
-        getattr(tvd, _TORCHVISION[name])(str(root), train=True, download=True)
-    finally:
-        socket.setdefaulttimeout(previous)
+        run = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=20 * DOWNLOAD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"no download within {20 * DOWNLOAD_TIMEOUT_S} s") from None
+    if run.returncode != 0:
+        lines = (run.stderr or run.stdout).strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"the download exited with code {run.returncode}")
 
 
 def _ensure_files(name: str, split: str, root: Path, download: bool | None) -> list[Path]:

@@ -46,7 +46,7 @@ import torch.distributed as dist
 from . import data, estimators, metrics, operators
 from .checks import check_odd, check_positive_int, check_sigma
 from .engine import SoftmaxState
-from .problems import problem_operators
+from .problems import PROBLEMS, problem_operators
 from .profiles import get_profile
 
 __all__ = ["ShardedDiagnostics", "le_mmse", "main", "shard_range", "shard_stream"]
@@ -162,9 +162,8 @@ def shard_stream(name: str, n_train: int, rank: int, world: int, batch_size: int
     **kwargs)`` (:func:`shard_range`), as a re-iterable :class:`lemmse_lite.data.ImageStream` of
     ``batch_size`` images: only the shard's images are ever read, one batch in memory at a time."""
     start, stop = shard_range(n_train, rank, world)
-    whole = data.stream(name, "train", batch_size, n=n_train, **kwargs)
     # the shard is the stream's order restricted to [start, stop): the same images as load()[start:stop]
-    return data.ImageStream(whole._part, whole._order[start:stop], batch_size, kwargs.get("size"), kwargs.get("grey"))
+    return data.stream(name, "train", batch_size, n=n_train, **kwargs).shard(start, stop)
 
 
 def peak_rss_mib() -> float:
@@ -181,7 +180,7 @@ def _parse(argv):
     p.add_argument("--n-train", type=int, default=400, help="training images N over all ranks")
     p.add_argument("--n-test", type=int, default=2, help="held-out images measured")
     p.add_argument("--image-size", type=int, default=None, help="side H = W (default: the set's own)")
-    p.add_argument("--problem", choices=operators.PROBLEMS, default="denoising", help="forward model")
+    p.add_argument("--problem", choices=PROBLEMS, default="denoising", help="forward model")
     p.add_argument("--sigma", type=float, default=0.2, help="noise level sigma > 0")
     p.add_argument("--patch-size", type=int, default=5, help="odd patch size P")
     p.add_argument("--seed", type=int, default=0, help="seed of the data order and the noise")
@@ -212,7 +211,7 @@ def main(argv=None) -> int:
         x = data.load(args.dataset, "test", n=args.n_test, **kw).to(device)
         # the problem registry's operators, at this data's size and seed (MRI: the profile's settings)
         A, B = problem_operators(args.problem, None, get_profile().replace(image_size=x.shape[-1], seed=args.seed))
-        y = operators.measure(A, x, args.sigma, args.seed)
+        y = operators.measure(A, x, args.sigma, operators.measurement_seed(args.seed, "test", args.sigma))
         got = le_mmse(y, shard, args.sigma, args.patch_size, A=A, B=B, return_diagnostics=True)
         rss = torch.tensor([peak_rss_mib()])
         peaks = [torch.zeros(1) for _ in range(world)]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from lemmse_lite import data, distributed, estimators, operators
+from lemmse_lite import data, distributed, estimators, problems
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +53,7 @@ def test_two_processes_equal_one(tmp_path, problem="denoising"):
     assert "over 2 ranks (gloo), N = 25" in run.stdout
     got = torch.load(out)
     train = data.load("photos", "train", n=n, seed=0, size=size, grey=True)
-    A = operators.forward_operator(problem, size, size)
+    A = problems.forward_operator(problem, size, size)
     x_hat, diag = estimators.le_mmse(got["y"], train, sigma, P, A=A, return_diagnostics=True)
     assert got["world"] == 2
     assert (got["x_hat"] - x_hat).abs().max() <= 1e-6
