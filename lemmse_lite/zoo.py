@@ -26,7 +26,7 @@ import torch
 from . import models, profiles, store, training
 from .problems import load_images, problem_operators, problem_settings
 
-__all__ = ["ROOTS", "WEIGHTS_DIR", "course_networks", "network_key", "network_name", "network_settings",
+__all__ = ["ROOTS", "WEIGHTS_DIR", "network_key", "network_name", "network_settings",
            "shipped_files", "snapshot_networks", "train_settings", "trained_network"]
 
 #: The modules the training starts in; their import closure is the code in a network's key.
@@ -161,33 +161,3 @@ def snapshot_networks(net, profile) -> dict:
         out[int(step)] = copy_.to(profile.device).eval()
     out[int(net.history["completed"])] = net
     return out
-
-
-def course_networks(profile) -> dict:
-    """{name: :func:`trained_network` keyword arguments} of every network chapters 06-09 rest on
-    under ``profile``: the main networks (``Profile.train_steps``), the runs twice as long that
-    check their convergence and give the agreement-against-steps curve (snapshots at
-    ``curve_steps``), a second seed, and the sweep networks (``sweep_steps``, ``sweep_width``) of
-    the patch-size and training-set sweeps, the other problems and chapter 09's accelerations.
-    ``python scripts/ship_networks.py`` trains these into :data:`WEIGHTS_DIR`."""
-    part2, mri = profiles.part_two_settings(profile), profiles.mri_settings(profile)
-    sweep = {"family": "resnet", "steps": profile.sweep_steps, "width": profile.sweep_width}
-    twice = {"steps": 2 * profile.train_steps, "snapshots": part2.curve_steps}
-    nets = {f"{f}-denoising": {"family": f, "problem": "denoising"} for f in ("resnet", "unet", "patchmlp")}
-    nets.update({
-        "resnet-denoising-seed1": {"family": "resnet", "problem": "denoising", "seed": profile.seed + 1},
-        "resnet-denoising-2x": {"family": "resnet", "problem": "denoising", **twice},
-        "resnet-inpainting": {"family": "resnet", "problem": "inpainting"},
-        "resnet-inpainting-2x": {"family": "resnet", "problem": "inpainting", **twice},
-    })
-    nets.update({f"sweep-P{p}": {**sweep, "problem": "denoising", "patch_size": p} for p in profile.patch_sizes})
-    nets.update({f"sweep-N{n}": {**sweep, "problem": "denoising", "n_train": n} for n in profile.n_sweep
-                 if n != profile.n_train})  # N = n_train is sweep-P{P}
-    for family, problem, pre in (("resnet", "inpainting", "pinv"), ("resnet", "deblurring", None),
-                                 ("resnet", "deblurring", "tikhonov:0.01"), ("patchmlp", "deblurring", "tikhonov:0.01")):
-        nets[f"sweep-{family}-{problem}-{pre or 'none'}"] = {**sweep, "family": family, "problem": problem,
-                                                             "pre_inverse": pre}
-    for r in mri.accelerations:
-        problem = "mri" if r == mri.acceleration else f"mri:{r:g}"
-        nets[f"sweep-{problem}"] = {**sweep, "problem": problem, "pre_inverse": "pinv"}
-    return nets

@@ -20,7 +20,7 @@ import shutil
 import sys
 import time
 
-from lemmse_lite import profiles, store, zoo
+from lemmse_lite import profiles, shipped, store, zoo
 
 
 def main(argv=None) -> int:
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         profile = profiles.get_profile(args.profile)
     except ValueError as exc:
         parser.error(f"--profile: {exc}")
-    nets = zoo.course_networks(profile)
+    nets = shipped.course_networks(profile)
     unknown = sorted(set(args.only or ()) - set(nets))
     if unknown:
         parser.error(f"--only: unknown network(s) {', '.join(unknown)}; see --list")

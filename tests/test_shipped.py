@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from lemmse_lite import profiles, store, training, zoo
+from lemmse_lite import profiles, shipped, store, training, zoo
 
 FILES = zoo.shipped_files()
 
@@ -35,7 +35,7 @@ def test_shipped_network_matches_todays_code(path):
 def test_every_network_of_the_course_is_shipped(monkeypatch):
     monkeypatch.undo()  # the quick profile's real training settings (compile, bfloat16)
     missing = []
-    for name, kw in zoo.course_networks(profiles.get_profile("quick")).items():
+    for name, kw in shipped.course_networks(profiles.get_profile("quick")).items():
         settings = zoo.network_settings(profile=profiles.get_profile("quick"), **kw)
         path = zoo.WEIGHTS_DIR / f"{zoo.network_name(settings, zoo.network_key(settings))}.pt"
         if not path.is_file():

@@ -12,15 +12,13 @@ and of issue 26's (no process-wide side effects from a library call, one home pe
 (d) ``torch.set_num_threads``/``set_num_interop_threads`` only in the engine's one context
     manager (``_ThreadBudget.single_threaded``, restored on exit);
 (e) ``warnings.filterwarnings``/``simplefilter`` only inside ``with warnings.catch_warnings()``;
-(f) no ``socket.setdefaulttimeout``;
+(f) no ``socket.setdefaulttimeout`` in the library's process (torchvision's download, which takes
+    no timeout, runs in a child process whose sockets alone get one);
 (g) no global ``torch.manual_seed`` (``torch.random.``/``torch.cuda.`` too) outside
     ``with torch.random.fork_rng()``: seeded draws use a ``torch.Generator``;
 (h) one atomic writer: ``os.replace``/``os.rename`` only in ``files.atomic_write``;
 (i) one online-softmax merge: a function that takes a running maximum (``torch.maximum``) and
     rescales by ``exp`` of a difference with it exists once, ``SoftmaxState.running_max``.
-
-Frozen modules (their source keys the shipped networks, so an edit means a retrain) keep listed
-exemptions, each naming the edit that waits for the next retrain.
 
 Each test lists every violation (file:line and name), so a failure is a to-do list.
 """
@@ -39,17 +37,6 @@ LAZY_IMPORTS_ALLOWED = {"cli.py"}
 
 def _modules():
     return sorted(PACKAGE.glob("*.py"))
-
-
-# Exemptions in frozen modules, until the next retrain (then delete the entry and fix the module):
-FROZEN_EXEMPT = {
-    # data.py: the download sets socket.setdefaulttimeout and restores it in `finally`; pending: a
-    # timeout= argument of urlopen instead (process-wide while a download runs)
-    ("data.py", "setdefaulttimeout"),
-    # training.py: save_checkpoint is the atomic writer of torch payloads (store.write, checkpoints);
-    # pending: training.save_checkpoint calls files.atomic_write with the torch.save bytes
-    ("training.py", "atomic writer"),
-}
 
 
 def _tree(path):
@@ -154,13 +141,12 @@ def side_effects(tree, filename=""):
             bad.append((call.lineno, name))
         elif name in ("warnings.filterwarnings", "warnings.simplefilter") and "warnings.catch_warnings" not in withs:
             bad.append((call.lineno, name))
-        elif last == "setdefaulttimeout" and (filename, "setdefaulttimeout") not in FROZEN_EXEMPT:
+        elif last == "setdefaulttimeout":
             bad.append((call.lineno, name))
         elif name in ("torch.manual_seed", "torch.random.manual_seed", "torch.cuda.manual_seed",
                       "torch.cuda.manual_seed_all", "torch.seed") and "torch.random.fork_rng" not in withs:
             bad.append((call.lineno, name))
-        elif name in ("os.replace", "os.rename") and filename != "files.py" \
-                and (filename, "atomic writer") not in FROZEN_EXEMPT:
+        elif name in ("os.replace", "os.rename") and filename != "files.py":
             bad.append((call.lineno, name))
     return sorted(bad)
 
