@@ -233,7 +233,7 @@ def _demo_rows(args, profile, train, test, P, bar):
 
 def cmd_demo(args) -> int:
     """MMSE vs E-MMSE vs LE-MMSE on held-out photos: table on stdout, demo.png and demo.json."""
-    from .plotting import comparison_figure
+    from .plotting import comparison_figure, save_figure
 
     t0 = time.time()
     profile = get_profile(args.profile)
@@ -245,7 +245,7 @@ def cmd_demo(args) -> int:
     bar = tqdm([(p, e) for p in args.problems for e in ESTIMATORS], desc="demo", disable=args.quiet)
     rows, fig_rows, fig_psnr = _demo_rows(args, profile, train, test, P, bar)
     fig = comparison_figure(fig_rows, ["measurement", *ESTIMATORS, "truth"], fig_psnr)
-    fig.savefig(out_dir / "demo.png", dpi=120)
+    save_figure(fig, out_dir / "demo.png", dpi=120)
     print(f"\nLE-MMSE demo on '{_opt(args.dataset, profile.dataset)}': N = {len(train)} training images, "
           f"{len(test)} held-out photos, P = {P}, device {device}\n")
     print(format_table(rows, formats={"sigma": "{:g}"}, align="left"))

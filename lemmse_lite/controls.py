@@ -45,7 +45,12 @@ def _margin(each, ref, ctrl, n_boot, seed):
     ``each``), the best control and the bootstrap interval of the margin (resampling images)."""
     means = {c: float(each[c].mean()) for c in ctrl}
     best = max(means, key=means.get)
-    stat = lambda i: float(each[ref][i].mean()) - max(float(each[c][i].mean()) for c in ctrl)  # noqa: E731
+    table = torch.stack([each[ref], *(each[c] for c in ctrl)], 1)   # (K, 1 + controls): one op per resample
+
+    def stat(i):
+        m = table[i].mean(0)
+        return float(m[0] - m[1:].max())
+
     return means, best, float(each[ref].mean()) - means[best], metrics.bootstrap_interval(
         stat, each[ref].shape[0], n_boot, seed=seed)
 
@@ -102,6 +107,10 @@ def agreement_row(name, net, images, problem, pre_inverse, ref, ctrl, setting, h
     return out
 
 
+FLAT_COLUMNS = ("network", "split", "sigma", "PSNR(net, ref)", "best control", "margin", "discrim.", "P_eff",
+                "own - disjoint", "seed ceiling")
+
+
 def _ci(pair):
     return "" if pair is None else f"[{pair[0]:.1f}, {pair[1]:.1f}]"
 
@@ -110,7 +119,8 @@ def flat_rows(rows, part=None):
     """Rows of :func:`agreement_row` (``part``: ``"hole"`` or ``"outside"`` for inpainting's
     sub-dicts) as flat dicts of text for ``tables.format_table``: PSNR(net, reference) and the
     margin with their intervals, the best control, the discriminability, ``p_eff`` and the
-    disjoint-set and second-seed controls where present (dB)."""
+    disjoint-set and second-seed controls where present (dB). Every dict has the same columns,
+    those present in any row (a cell a row lacks is empty), so the first row does not decide them."""
     out = []
     for r in rows:
         s = r if part is None else r[part]
@@ -127,4 +137,5 @@ def flat_rows(rows, part=None):
         if "psnr_net_seed" in s:
             flat["seed ceiling"] = f"{s['psnr_net_seed']:.1f}"
         out.append(flat)
-    return out
+    columns = [c for c in FLAT_COLUMNS if any(c in f for f in out)]
+    return [{c: f.get(c, "") for c in columns} for f in out]

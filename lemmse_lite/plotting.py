@@ -6,8 +6,13 @@ map (prints in grey), colour images are shown as RGB. Every function returns the
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import torch
+
+from .files import atomic_write
 
 
 def _to_numpy(img: torch.Tensor):
@@ -133,3 +138,12 @@ def pixel_map(ax, values: torch.Tensor, title: str | None = None, cmap: str = "v
     if label:
         cb.set_label(label, fontsize=8)
     return im
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically (:func:`lemmse_lite.files.atomic_write`: a
+    reader never sees half a figure) and close it; returns the path."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return atomic_write(path, buffer.getvalue())

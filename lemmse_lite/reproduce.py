@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable
@@ -259,10 +260,11 @@ def write_outputs(records, profile, out: Path) -> dict:
                "resumed": [r["cell"] for r in records if r["resumed"]]}
     atomic_write(out / "results.json", json.dumps(results, indent=1, allow_nan=False) + "\n")
     rows = _agreement_rows(records)
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=AGREEMENT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=AGREEMENT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / "results.csv", table.getvalue())
     figures = write_figures(results, out / "figures")
     atomic_write(out / "REPORT.md", report_markdown(results, profile, figures))
     return results
@@ -306,9 +308,7 @@ def write_figures(results, folder: Path) -> list[str]:
 
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
+    return plotting.save_figure(fig, path, dpi=110).name
 
 
 def _settings_table(profile) -> str:

@@ -85,3 +85,16 @@ def test_psnr_curves_and_pixel_map():
     fig, ax = plt.subplots()
     im = plotting.pixel_map(ax, torch.tensor([[1.0, 10.0], [100.0, 1000.0]]), log=True, label="N")
     assert np.allclose(im.get_array(), [[0, 1], [2, 3]])
+
+
+def test_save_figure_writes_a_whole_png_atomically(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from lemmse_lite.plotting import save_figure
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    path = save_figure(fig, tmp_path / "sub" / "f.png", dpi=50)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.png"]  # no temporary left
+    assert not plt.fignum_exists(fig.number)  # closed
