@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from . import data, estimators, metrics, operators
+from . import data, estimators, metrics, operators, store
 from .checks import check_odd, check_positive_int, check_sigma
 from .engine import SoftmaxState
 from .problems import PROBLEMS, problem_operators
@@ -222,9 +222,9 @@ def main(argv=None) -> int:
                   f"{metrics.psnr(x_hat, x).mean().item():.2f} dB on {len(x)} images; peak RSS per rank "
                   + ", ".join(f"{float(p):.0f}" for p in peaks) + " MiB")
             if args.out:
-                torch.save({"x_hat": x_hat.cpu(), "y": y.cpu(), "x": x.cpu(), "log_density": diag.log_density.cpu(),
-                            "source_image": diag.source_image.cpu(), "source_location": diag.source_location.cpu(),
-                            "world": world}, args.out)
+                store.save(args.out, {"x_hat": x_hat.cpu(), "y": y.cpu(), "x": x.cpu(), "world": world,
+                                      "log_density": diag.log_density.cpu(), "source_image": diag.source_image.cpu(),
+                                      "source_location": diag.source_location.cpu()})
     finally:
         dist.destroy_process_group()
     return 0
