@@ -18,7 +18,7 @@ def course_networks(profile) -> dict:
     under ``profile``: the main networks (``Profile.train_steps``), the runs twice as long that
     check their convergence and give the agreement-against-steps curve (snapshots at
     ``curve_steps``), a second seed, and the sweep networks (``sweep_steps``, ``sweep_width``) of
-    the patch-size and training-set sweeps, the other problems and chapter 09's accelerations.
+    the patch-size, training-set and width sweeps, the other problems and chapter 09's accelerations.
     ``python scripts/ship_networks.py`` trains these into :data:`WEIGHTS_DIR`."""
     part2, mri = profiles.part_two_settings(profile), profiles.mri_settings(profile)
     sweep = {"family": "resnet", "steps": profile.sweep_steps, "width": profile.sweep_width}
@@ -31,6 +31,8 @@ def course_networks(profile) -> dict:
         "resnet-inpainting-2x": {"family": "resnet", "problem": "inpainting", **twice},
     })
     nets.update({f"sweep-P{p}": {**sweep, "problem": "denoising", "patch_size": p} for p in profile.patch_sizes})
+    # chapter 07's third knob of P_eff: the sweep network at half the width (a quarter of the parameters)
+    nets["sweep-width-half"] = {**sweep, "problem": "denoising", "width": profile.sweep_width // 2}
     nets.update({f"sweep-N{n}": {**sweep, "problem": "denoising", "n_train": n} for n in profile.n_sweep
                  if n != profile.n_train})  # N = n_train is sweep-P{P}
     for family, problem, pre in (("resnet", "inpainting", "pinv"), ("resnet", "deblurring", None),
