@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from lemmse_lite import experiments, profiles, store, training, zoo
+from lemmse_lite import controls, experiments, profiles, store, training, zoo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -154,3 +154,12 @@ def test_results_table_in_the_readme(tiny, cache, tmp_path):
     text2 = readme.read_text()
     assert text2.count(experiments.README_BEGIN) == 1 and text2.endswith("after\n")
     assert "LocalResNet" not in text2
+
+
+def test_flat_rows_share_columns_when_the_first_row_lacks_one():
+    """A row without P_eff (training measurements) before one with it: every flat row has the
+    column, empty where the row lacks it, in the table's fixed order."""
+    base = {"network": "n", "sigma": 0.05, "psnr_net_ref": 30.0, "psnr_net_ref_ci": (29.0, 31.0)}
+    flat = controls.flat_rows([{**base, "split": "train"}, {**base, "split": "test", "p_eff": 3}])
+    assert [list(f) for f in flat] == [["network", "split", "sigma", "PSNR(net, ref)", "P_eff"]] * 2
+    assert [f["P_eff"] for f in flat] == ["", 3]
