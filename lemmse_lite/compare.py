@@ -14,19 +14,19 @@ This module sits above models and estimators; neither imports it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
 
 from .checks import check_sigma
 from .estimators import le_mmse
 from .files import atomic_write
 from .metrics import psnr
-from .operators import measure
-from .plotting import image_grid
+from .operators import measure, measurement_seed
+from .plotting import image_grid, save_figure
 from .tables import format_table as _format_table
 
 __all__ = ["COLUMNS", "ComparisonTable", "compare", "format_table", "save_comparison_figure",
@@ -167,7 +167,7 @@ def compare(models, train_images, test_images, A=None, B=None, sigmas=(0.1,), pa
     for split, sigma in tqdm(jobs, disable=not progress, desc="compare"):
         x = picked[split].to(device)
         # the noise depends on (seed, split, sigma) only: the same measurement whatever else is asked
-        y = measure(A, x, sigma, seed + 1 + ("train", "test").index(split) + 2 * round(sigma * 1e6))
+        y = measure(A, x, sigma, measurement_seed(seed, split, sigma))
         z = B(y) if B is not None else y
         refs = _reference_images(references, y, sigma, split)
         with torch.no_grad():
@@ -203,10 +203,11 @@ def save_results(rows, out_dir, name="compare"):
 
     atomic_write(json_path, json.dumps([strict(r) for r in rows], indent=2, allow_nan=False) + "\n")
     keys = list(dict.fromkeys(k for r in rows for k in r)) or list(COLUMNS)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(csv_path, table.getvalue())
     return json_path, csv_path
 
 
@@ -217,7 +218,4 @@ def save_comparison_figure(path, measurement, network, lemmse, truth, max_images
     n = min(max_images, truth.shape[0])
     rows = [[cols[i] for cols in (measurement, network, lemmse, truth)] for i in range(n)]
     fig = image_grid(rows, titles=list(titles))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=100)

@@ -204,11 +204,12 @@ def margins_table(rows) -> str:
 
 # ----------------------------------------------------------------------------- sweeps (chapter 08)
 
-def _measurements(images, problem, sigma, profile, A=None):
-    """Seeded measurements ``y = A x + sigma e`` of ``images`` (``operators.measure``)."""
+def _measurements(images, problem, sigma, profile, split, A=None):
+    """Seeded measurements ``y = A x + sigma e`` of ``images`` of ``split`` (``operators.measure``,
+    seeded by the one rule ``operators.measurement_seed``)."""
     if A is None:
         A, _ = problem_operators(problem, None, profile)
-    return operators.measure(A, images, sigma, profile.seed + 1)
+    return operators.measure(A, images, sigma, operators.measurement_seed(profile.seed, split, sigma))
 
 
 def _run(net, z, sigma):
@@ -313,7 +314,7 @@ def effective_patches_per_pre_inverse(profile, specs=("adjoint", "tikhonov:0.01"
     """``N_eff(tau)`` (``eq-n-eff``) of the deblurring LE-MMSE per pre-inverse spec: returns
     {spec: (n_images, H, W) tensor} on the first test measurements at ``sigma``."""
     train, test = load_images(profile, "train"), load_images(profile, "test", n=n_images)
-    y = _measurements(test, "deblurring", sigma, profile)
+    y = _measurements(test, "deblurring", sigma, profile, "test")
     out = {}
     for spec in specs:
         A, B = problem_operators("deblurring", spec, profile)
@@ -346,7 +347,7 @@ def moving_hole(net, profile, shift=None, sigma=None, split="train", n=None, cac
                                    None, profile, cache) for k, kind in (("E-MMSE", "emmse"), ("LE-MMSE", "le"))}
     out, each = {}, {}
     for place, A_y in (("in place", A), ("moved", moved)):
-        y = _measurements(images, "inpainting", sigma, profile, A=A_y)
+        y = _measurements(images, "inpainting", sigma, profile, split, A=A_y)
         x = {k: f(y, sigma) for k, f in ests.items()}
         x["network"] = _run(net, y, sigma)
         each[place] = {k: metrics.psnr(v, images).clamp_max(100).tolist() for k, v in x.items()}
@@ -366,7 +367,7 @@ def agreement_vs_log_density(net, profile, sigma=0.2, n_bins=4, dataset=None, co
     "mse_le_small", "mse_seed"}] over ``n_bins`` equal-count bins, lowest density first}."""
     train = load_images(profile, "train")
     test = load_images(profile, "test", dataset=dataset)
-    y = _measurements(test, "denoising", sigma, profile)
+    y = _measurements(test, "denoising", sigma, profile, "test")
     P = net.patch_size
 
     def compute():
