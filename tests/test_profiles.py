@@ -90,7 +90,7 @@ def test_part_two_settings_are_checked():
         profiles.PartTwoSettings(n_agreement=0)
     with pytest.raises(ValueError, match="PartTwoSettings.effective_sizes must hold odd"):
         profiles.PartTwoSettings(effective_sizes=(1, 2))
-    with pytest.raises(ValueError, match="PartTwoSettings.train_crop must be None or a positive int"):
+    with pytest.raises(ValueError, match="PartTwoSettings.train_crop must be a positive integer, got -1"):
         profiles.PartTwoSettings(train_crop=-1)
     assert profiles.part_two_settings("paper") == profiles.part_two_settings("full")
 
