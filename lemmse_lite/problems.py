@@ -61,7 +61,8 @@ def _mri(h, w, seed, acceleration=4.0, center_fraction=0.08, mask_kind="random")
 class Problem:
     """One inverse problem: ``factory(h, w, seed, **options)`` builds its ``A``; ``options`` maps
     each option of ``"name:OPT=V"`` to (factory keyword, type); ``default_sigma`` is its demo noise
-    level; ``settings(profile, text)``, if given, reads its keywords from a profile instead (MRI)."""
+    level; ``settings(problem, profile, text)``, if given, reads its keywords from a profile instead
+    (MRI; ``text`` is what follows the ``:`` of ``problem``)."""
 
     factory: Callable
     default_sigma: float
