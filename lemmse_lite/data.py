@@ -363,7 +363,9 @@ def _read_photo(function: str) -> np.ndarray | None:
         return None
     image = np.asarray(image[0] if isinstance(image, tuple) else image)
     image = image[..., :3] if image.ndim == 3 else image
-    return image.astype(np.float64) / 255.0
+    photo = image.astype(np.float64)
+    photo /= 255.0  # in place: one float64 copy of the largest photograph in memory, not two
+    return photo
 
 
 def _block_mean(image: np.ndarray, factor: int) -> np.ndarray:
@@ -385,33 +387,57 @@ def _tiles(image: np.ndarray, p: int = CROP) -> np.ndarray:
     return np.stack(tiles) if tiles else np.zeros((0, p, p) + image.shape[2:])
 
 
-def _crops_of(photo: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Informative crops of one photograph: luma ``(k, 1, p, p)`` and colour ``(k, C, p, p)``."""
+def _crops_of(name: str, function: str, colour: bool) -> np.ndarray | None:
+    """Informative crops of one photograph (None if unavailable): luma ``(k, 1, p, p)``, or colour
+    ``(k, C, p, p)`` if ``colour``. The crops kept are chosen on the luma tiles, so both sets keep
+    the same ones."""
+    photo = _read_photo(function)
+    if photo is None:
+        return None
     luma = photo @ np.array(_LUMA) if photo.ndim == 3 else photo
+    if not colour:
+        photo = None  # this frame holds the only reference: the grey set frees the colour copy now
     grey = np.concatenate([_tiles(_block_mean(luma, s)) for s in SCALES])
-    colour = np.concatenate([_tiles(_block_mean(photo, s)) for s in SCALES])
     keep = np.flatnonzero(grey.reshape(len(grey), -1).std(axis=1) >= MIN_STD)
-    if len(keep) > MAX_CROPS_PER_PHOTO:  # the same choice for the grey and the colour set
+    if len(keep) > MAX_CROPS_PER_PHOTO:
         rng = np.random.default_rng(zlib.crc32(name.encode()))
         keep = np.sort(rng.choice(keep, MAX_CROPS_PER_PHOTO, replace=False))
-    colour = colour[keep] if photo.ndim == 3 else colour[keep][..., None]
-    return grey[keep][:, None], colour.transpose(0, 3, 1, 2)
+    if not colour:
+        return grey[keep][:, None]
+    del grey, luma  # the colour tiles are built one scale at a time, only the kept ones
+    tiles = _kept_tiles(photo, keep)
+    return (tiles if photo.ndim == 3 else tiles[..., None]).transpose(0, 3, 1, 2)
+
+
+def _kept_tiles(image: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Rows ``keep`` of ``np.concatenate([_tiles(_block_mean(image, s)) for s in SCALES])``,
+    built one scale at a time so that the unkept tiles never exist together."""
+    parts, start = [], 0
+    for s in SCALES:
+        tiles = _tiles(_block_mean(image, s))
+        here = keep[(keep >= start) & (keep < start + len(tiles))]
+        parts.append(tiles[here - start])
+        start += len(tiles)
+    return np.concatenate(parts)
 
 
 @cache
 def _photo_crops(colour: bool) -> dict:
-    """``{split: (array (N, C, 32, 32) float32, source names)}`` for "photos" or "photos-rgb"."""
+    """``{split: (array (N, C, 32, 32) float32, source names)}`` for "photos" or "photos-rgb".
+
+    One photograph at a time, each freed before the next is read: building the set peaks at the
+    largest photograph's work, not at the sum of them."""
     parts = {"train": ([], []), "test": ([], [])}
     for name, function, is_colour in PHOTOS:
         if colour and not is_colour:
             continue
-        photo = _read_photo(function)
-        if photo is None:
+        kept = _crops_of(name, function, colour)
+        if kept is None:
             continue
-        grey, rgb = _crops_of(photo, name)
+        kept = kept.astype(np.float32)
         crops, sources = parts["test" if name in TEST_PHOTOS else "train"]
-        crops.append((rgb if colour else grey).astype(np.float32))
-        sources.extend([name] * len(grey))
+        crops.append(kept)
+        sources.extend([name] * len(kept))
     channels = 3 if colour else 1
     return {
         split: (np.concatenate(c) if c else np.zeros((0, channels, CROP, CROP), np.float32), s)
