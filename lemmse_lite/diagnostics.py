@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -208,6 +209,15 @@ class _Bracket:
     result: torch.Tensor
 
 
+def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Row-major positions (n,) long of the true entries of a contiguous bool ``mask``. On the CPU
+    through NumPy: ``np.flatnonzero`` takes 1.0 ms on a 256 × 4096 block with 21 % true entries
+    where ``torch.nonzero`` takes 4.3 (one thread), and it was the largest cost of an N_eff pass."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return torch.nonzero(mask.view(-1)).view(-1)
+
+
 def _at(table: torch.Tensor, rows, col: torch.Tensor) -> torch.Tensor:
     """``table[rows[q], col[q]]`` for rows a slice or a long tensor."""
     return table[rows].gather(1, col[:, None]).squeeze(1)
@@ -258,7 +268,7 @@ class NeffPass:
         mask = scores > lower[:, None]
         if upper is not None:
             mask &= scores < upper[:, None]
-        flat = torch.nonzero(mask.view(-1)).view(-1)  # row-major positions of the survivors
+        flat = _flat_nonzero(mask)  # row-major positions of the survivors
         k = scores.shape[1]
         r = flat >> (k.bit_length() - 1) if k & (k - 1) == 0 else flat.div(k, rounding_mode="floor")  # their rows
         s = scores.view(-1).index_select(0, flat)
