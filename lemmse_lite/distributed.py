@@ -51,7 +51,10 @@ from .profiles import get_profile
 
 __all__ = ["ShardedDiagnostics", "le_mmse", "main", "shard_range", "shard_stream"]
 
-SHARD_BATCH = 256  # training images read at a time by a rank (:func:`shard_stream`)
+# Training images read at a time by a rank (:func:`shard_stream`). The estimate's working memory
+# scales with it (patches of every location of the batch): about 100 MiB at 256 images and 15 at
+# 64 (P = 5, 32 × 32), for the same CPU time and bit-identical results.
+SHARD_BATCH = 64
 
 
 def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
