@@ -298,3 +298,26 @@ def test_load_validates_arguments(kwargs, match):
 def test_stream_validates_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         data.stream("faces", "train", batch_size=0)
+
+
+def test_kept_tiles_are_the_chosen_rows_of_the_whole_multiscale_tiling():
+    """The colour set builds only its kept tiles, scale by scale: they must be exactly the rows
+    ``keep`` of every tile at every scale, concatenated (scale 1 first, then 2, then 4)."""
+    rng = np.random.default_rng(0)
+    image = rng.random((100, 140, 3))
+    every = np.concatenate([data._tiles(data._block_mean(image, s)) for s in data.SCALES])
+    assert len(every) == 14  # 12 tiles at scale 1, 2 at scale 2, none at scale 4
+    keep = np.array([0, 5, 11, 13])  # both scales, the last tile of each
+    np.testing.assert_array_equal(data._kept_tiles(image, keep), every[keep])
+    assert data._kept_tiles(image, np.array([], dtype=np.int64)).shape == (0, 32, 32, 3)
+
+
+def test_grey_and_colour_photo_sets_keep_the_same_crops():
+    """Both sets choose their crops on the luma tiles: the luma of a colour crop is its grey crop
+    (the block mean and the luma weights commute up to round-off)."""
+    grey, names_g = data._photo_crops(False)["test"]
+    rgb, names_c = data._photo_crops(True)["test"]
+    mine = [i for i, name in enumerate(names_g) if name in set(names_c)]
+    assert len(mine) == len(rgb) > 0 and [names_g[i] for i in mine] == names_c
+    luma = np.einsum("nchw,c->nhw", rgb.astype(np.float64), np.array(data._LUMA))
+    np.testing.assert_allclose(luma, grey[mine, 0], atol=1e-6)

@@ -192,3 +192,13 @@ def test_log_density_terms():
     torch.testing.assert_close(D.log_density_constant(9, sigma), -4.5 * torch.log(2 * np.pi * sigma**2))
     got = D.log_density(torch.tensor([0.0, 1.0]), 10, torch.tensor([16.0, 64.0]))
     torch.testing.assert_close(got, torch.tensor([-np.log(160.0), 1.0 - np.log(640.0)]).float())
+
+
+@pytest.mark.parametrize("density", [0.0, 0.01, 0.21, 1.0])
+def test_flat_nonzero_is_torch_nonzero(density):
+    """The N_eff passes' survivor positions (NumPy on the CPU) equal torch.nonzero's, in order."""
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(64, 512, generator=g) < density
+    got = D._flat_nonzero(mask)
+    assert got.dtype == torch.long
+    assert torch.equal(got, torch.nonzero(mask.view(-1)).view(-1))
