@@ -4,7 +4,7 @@ to time and check :func:`lemmse_lite.estimators.le_mmse` in the benchmarks of th
     x̂(y)[n] = Σ_{i,m} w_{i,m} x_i[m],   w_{i,m} = softmax_{i,m}( −‖Π_n y − Π_m x_i‖² / (2σ²) ).
 
 Three versions, all written independently of the package's engine (only the patch extraction
-helpers of :mod:`lemmse_lite.patches` are shared):
+helpers of :mod:`lemmse_lite.estimators.patches` are shared):
 
 * :func:`paper_style_le_mmse` — the approach of the paper's own code: one measurement at a time,
   for each training batch all pairwise patch distances with ``torch.cdist`` on **float16** query
@@ -38,7 +38,7 @@ import time
 import torch
 
 from lemmse_lite.operators import measure
-from lemmse_lite.patches import centre_pixels, extract_patches
+from lemmse_lite.estimators.patches import centre_pixels, extract_patches
 from lemmse_lite.profiles import get_profile
 from lemmse_lite.tables import format_table
 

@@ -28,7 +28,7 @@ from baselines import environment, noisy, table, timed, write_json
 
 from lemmse_lite.data import load
 from lemmse_lite.estimators import le_mmse
-from lemmse_lite.metrics import psnr
+from lemmse_lite.estimators.metrics import psnr
 from lemmse_lite.operators import Blur, gaussian_kernel
 
 

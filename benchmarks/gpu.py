@@ -6,7 +6,7 @@ flipped left-right when k is odd), produced lazily as a generator of ``--gen-chu
 the device, so memory stays bounded. Measurements: ``photos-rgb`` test crops (repeated with the
 same augmentation when more are asked than exist) + σ e, seed 0.
 
-Two engine paths (``lemmse_lite.engine.EngineConfig``): ``blocked`` (the score blocks of the
+Two engine paths (``lemmse_lite.estimators.engine.EngineConfig``): ``blocked`` (the score blocks of the
 streaming engine) and, on CUDA, ``fused`` (PyTorch's fused memory-efficient attention kernel in
 float32, ``LEMMSE_FUSED=1``). Reported, in one run:
 
@@ -29,7 +29,7 @@ TF32 is switched off (``torch.backends.cuda.matmul.allow_tf32 = False``,
 
 Block sizes: each path uses ``EngineConfig(--query-block, --key-block, fused)`` (default
 32768 × 16384 on CUDA, the package default on CPU), or the device default blocks of
-``lemmse_lite.engine.default_engine`` with ``--package-blocks``; it prints and records them.
+``lemmse_lite.estimators.engine.default_engine`` with ``--package-blocks``; it prints and records them.
 
     python benchmarks/gpu.py            # CUDA if available (full size), else CPU
     python benchmarks/gpu.py --small    # tiny run, works on CPU (used by the tests)
@@ -59,7 +59,7 @@ from baselines import (
 )
 
 from lemmse_lite.data import load
-from lemmse_lite.engine import EngineConfig, default_engine
+from lemmse_lite.estimators.engine import EngineConfig, default_engine
 from lemmse_lite.estimators import DEFAULT_MAX_MEMORY, le_mmse
 
 ACC_TOL = 1e-5  # max abs error of the float32 paths vs float64 at sigma >= 0.05 (issue 13)

@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from baselines import network_study_args, run_study
 
-from lemmse_lite import experiments, models
+from lemmse_lite import experiments
+from lemmse_lite.networks import models
 
 SIZES = (1, 3, 5, 7, 9)
 COLUMNS = ["width", "params", "sigma", "P_eff", *[f"LE({p})" for p in SIZES], "PSNR(net,x)", "source"]

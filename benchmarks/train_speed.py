@@ -28,7 +28,9 @@ import time
 
 import torch
 
-from lemmse_lite import estimators, metrics, models, operators, problems, profiles, training
+from lemmse_lite import estimators, operators, problems, profiles
+from lemmse_lite.estimators import metrics
+from lemmse_lite.networks import models, training
 
 SETTINGS = {
     "old: eager float32": {"compile": False, "amp": False, "crop": None, "batch_size": 32},

@@ -25,14 +25,22 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import data, estimators, metrics, operators, problems
+from . import data, estimators, operators, problems
+from .estimators import metrics
 from .checks import check_odd, check_positive_int, check_sigma
 from .errors import UsageError
 from .files import atomic_write
-from .models import make_model
+from .networks.models import make_model
 from .profiles import get_profile
 from .tables import format_table
-from .training import CheckpointError, checkpoint_path, load_run, save_checkpoint, save_run, train
+from .networks.training import (
+    CheckpointError,
+    checkpoint_path,
+    load_run,
+    save_checkpoint,
+    save_run,
+    train,
+)
 
 ESTIMATORS = {"MMSE": "mmse", "E-MMSE": "equivariant_mmse", "LE-MMSE": "le_mmse"}
 DEMO_SIGMA = {name: problems.default_sigma(name) for name in problems.PROBLEMS}
@@ -360,8 +368,8 @@ def _check_run_flags(args, meta):
 
 def cmd_compare(args) -> int:
     """PSNR(network, LE-MMSE) on training and test measurements for runs of ``lemmse train``."""
-    from .compare import compare, save_comparison_figure, save_results
-    from .compare import format_table as compare_table
+    from .experiments.compare import compare, save_comparison_figure, save_results
+    from .experiments.compare import format_table as compare_table
 
     profile = get_profile(args.profile)
     device = resolve_device(args.device, profile)
@@ -525,8 +533,8 @@ def _add_course(sub):
 
 def cmd_reproduce(args) -> int:
     """``lemmse reproduce``: the experiments of chapters 07-08 into --out, resumable
-    (lemmse_lite.reproduce, imported only for this subcommand)."""
-    from . import reproduce
+    (lemmse_lite.experiments.reproduce, imported only for this subcommand)."""
+    from .experiments import reproduce
 
     profile = _flag_check(reproduce.override)(get_profile(args.profile), args.set)
     if args.device is not None:

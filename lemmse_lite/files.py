@@ -4,7 +4,7 @@ A reader of a result file — a resumed run, a chapter, the README generator —
 the new one, never a torn one: the bytes go to a temporary file in the same folder, are flushed to
 disk (``fsync``) and renamed over the target (``os.replace``, atomic on POSIX and Windows within
 one file system). Trained networks and cached tensors are written the same way by
-:func:`lemmse_lite.training.save_checkpoint` (through :mod:`lemmse_lite.store`).
+:func:`lemmse_lite.networks.training.save_checkpoint` (through :mod:`lemmse_lite.store`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ sharded run read it; adding a problem is one :class:`Problem` here.
 * measurements are simulated by :func:`lemmse_lite.operators.measure`, seeded by the one rule
   :func:`lemmse_lite.operators.measurement_seed`.
 
-Shared by the trained networks (:mod:`lemmse_lite.zoo`) and the experiments
+Shared by the trained networks (:mod:`lemmse_lite.networks.zoo`) and the experiments
 (:mod:`lemmse_lite.experiments`).
 """
 

@@ -55,8 +55,8 @@ FIELD_DOCS = {
     "patch_sizes": "patch sizes P of the sweeps",
     "sigmas": "noise levels sigma of the tables and curves",
     "sigma_range": "(sigma_min, sigma_max) of the noise drawn during training",
-    "model_width": "`width` of lemmse_lite.models: channels of the hidden layers",
-    "model_depth": "`depth` of lemmse_lite.models: blocks beyond those setting the receptive field",
+    "model_width": "`width` of lemmse_lite.networks.models: channels of the hidden layers",
+    "model_depth": "`depth` of lemmse_lite.networks.models: blocks beyond those setting the receptive field",
     "train_steps": "optimisation steps per trained network",
     "batch_size": "images per training step",
     "lr": "Adam learning rate",
@@ -324,7 +324,7 @@ def mri_settings(profile) -> MRISettings:
 # ----------------------------------------------------------------------------- chapter 10 (diffusion)
 @dataclass(frozen=True)
 class DiffusionSettings:
-    """The settings of chapter 10 (LE-MMSE inside a diffusion sampler, ``lemmse_lite.diffusion``),
+    """The settings of chapter 10 (LE-MMSE inside a diffusion sampler, ``lemmse_lite.experiments.diffusion``),
     per profile: :func:`diffusion_settings`. Sizes are chosen so that ``quick`` samples with the
     analytic estimators and trains the diffusion CNN on 2 CPU cores in a few minutes.
 

@@ -2,9 +2,10 @@
 fingerprints everything that shaped them.
 
 * :func:`cached` -- ``compute()`` once per key, later calls read ``<cache>/<kind>/<key>.pt``;
-* :func:`cache_key` -- sha256 of the settings, the package version and :func:`source_hash` of
-  every module the computation can run (:func:`source_closure`: the modules named, and every
-  package module they import, transitively), so an edited source never serves a stale result;
+* :func:`cache_key` -- sha256 of the settings, the package version and
+  :func:`lemmse_lite.sources.source_hash` of every module the computation can run (the modules
+  named, and every package module they import, transitively), so an edited source never serves a
+  stale result;
 * :func:`tensor_digest` -- the one digest of a tensor (shape and float32 bytes);
 * :func:`read` / :func:`write` -- a payload stored with its key; a torn, foreign or mismatched file
   reads as absent and is recomputed.
@@ -15,26 +16,24 @@ Cache folder: ``$LEMMSE_CACHE`` if set, else ``.lemmse_cache/`` in the repositor
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import io
 import json
 import os
 import pickle
-from functools import cache, lru_cache
 from pathlib import Path
 
 import torch
 
 from . import __version__
 from .files import atomic_write
+from .sources import PACKAGE_DIR, code_text, source_closure, source_hash
 
-__all__ = ["CACHE_ENV", "CACHE_FORMAT", "PACKAGE_DIR", "cache_dir", "cache_key", "cached", "read",
+__all__ = ["CACHE_ENV", "CACHE_FORMAT", "PACKAGE_DIR", "cache_dir", "cache_key", "cached", "code_text", "read",
            "save", "source_closure", "source_hash", "tensor_digest", "write"]
 
 CACHE_ENV = "LEMMSE_CACHE"
 CACHE_FORMAT = "lemmse_lite.experiments/1"
-PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def cache_dir(path=None) -> Path:
@@ -46,72 +45,6 @@ def cache_dir(path=None) -> Path:
         root = PACKAGE_DIR.parent
         path = (root if (root / "pyproject.toml").exists() else Path.cwd()) / ".lemmse_cache"
     return Path(path).expanduser()
-
-
-def _package_imports(path: Path) -> set:
-    """Names of the package modules ``path`` imports (``from . import a``, ``from .b import c``,
-    ``import lemmse_lite.d``), read with ``ast``; a name that is not a module file is ignored."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("lemmse_lite")):
-            module = (node.module or "").removeprefix("lemmse_lite").lstrip(".")
-            found.update([module.split(".")[0]] if module else [a.name for a in node.names])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("lemmse_lite."))
-    return {name for name in found if (path.parent / f"{name}.py").is_file()}
-
-
-@cache
-def _closure(roots: tuple, folder: str, stamp: tuple) -> tuple:
-    todo, seen = list(roots), set()
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += sorted(_package_imports(Path(folder) / f"{name}.py") - seen)
-    return tuple(sorted(seen | {"__init__"}))
-
-
-def source_closure(roots, folder=PACKAGE_DIR) -> tuple:
-    """The package modules (names without ``.py``, sorted) that code starting in the modules
-    ``roots`` can run: the roots, every package module they import, transitively, and
-    ``__init__``. ``folder``: where the sources are (the package by default)."""
-    folder = Path(folder)
-    roots = tuple(sorted({roots} if isinstance(roots, str) else set(roots)))
-    missing = [r for r in roots if not (folder / f"{r}.py").is_file()]
-    if missing:
-        raise ValueError(f"roots must name modules of {folder}, got {', '.join(missing)}")
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*.py")))
-    return _closure(roots, str(folder), stamp)
-
-
-def source_hash(roots, folder=PACKAGE_DIR) -> str:
-    """sha256 of the code (:func:`code_text`) of :func:`source_closure` ``(roots)``: a change of
-    code changes it, a docstring or comment does not."""
-    h = hashlib.sha256()
-    for name in source_closure(roots, folder):
-        h.update(name.encode())
-        h.update(code_text(Path(folder) / f"{name}.py").encode())
-    return h.hexdigest()
-
-
-def code_text(path: Path) -> str:
-    """The code of a module without its docstrings and comments (``ast.dump`` of its tree, the
-    docstrings of the module, classes and functions removed): what runs, so rewording a
-    docstring or a comment keys no result anew, while any change to a statement does."""
-    path = Path(path)
-    return _code_text(str(path), path.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=256)
-def _code_text(path: str, mtime_ns: int) -> str:  # keyed by mtime: an edited file is read again
-    tree = ast.parse(Path(path).read_text(), filename=path)
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
-                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
-                and isinstance(node.body[0].value.value, str):
-            node.body = node.body[1:] or [ast.Pass()]
-    return ast.dump(tree, include_attributes=False)
 
 
 def cache_key(settings: dict, roots, folder=PACKAGE_DIR) -> str:

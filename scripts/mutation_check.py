@@ -17,7 +17,7 @@ cores). Usage, from the repository root::
     python scripts/mutation_check.py --mutations sigma_x2 p_off_by_2
     python scripts/mutation_check.py --list
 
-Chapters 09 and 10 train networks. The restoration networks (``lemmse_lite.zoo``) are keyed by the
+Chapters 09 and 10 train networks. The restoration networks (``lemmse_lite.networks.zoo``) are keyed by the
 source of the training code only, which no mutation touches, so ``--seed-cache DIR`` copies
 ``DIR/networks`` of a clean run into every fresh cache to skip their training. Nothing else is
 copied: cached estimates and results, and chapter 10's diffusion network (whose key covers
@@ -57,42 +57,42 @@ class Mutation:
 MUTATIONS = [
     Mutation(
         "sigma_x_sqrt2", "every estimator uses sigma * sqrt(2) (temperature 4 sigma^2 instead of 2 sigma^2)",
-        "lemmse_lite/estimator_inputs.py",
+        "lemmse_lite/estimators/estimator_inputs.py",
         "    sig = check_sigma(sigma, y.shape[0], y.device, dtype)\n",
         "    sig = check_sigma(sigma, y.shape[0], y.device, dtype) * 2**0.5\n",
         ("01", "02", "03", "04", "05", "09", "10"),
     ),
     Mutation(
         "sigma_x2", "every estimator uses 2 sigma",
-        "lemmse_lite/estimator_inputs.py",
+        "lemmse_lite/estimators/estimator_inputs.py",
         "    sig = check_sigma(sigma, y.shape[0], y.device, dtype)\n",
         "    sig = check_sigma(sigma, y.shape[0], y.device, dtype) * 2\n",
         ("01", "02", "03", "04", "05", "09", "10"),
     ),
     Mutation(
         "bplus_dropped", "MMSE / E-MMSE score ||B(y - A x_i)||^2 instead of ||B+ B (y - A x_i)||^2",
-        "lemmse_lite/image_estimators.py",
+        "lemmse_lite/estimators/image_estimators.py",
         "    W = None if Bop is None else Bop.pinv()\n",
         "    W = None\n",
         ("01", "03"),
     ),
     Mutation(
         "whitening_dropped", "LE-MMSE with an equivariant B scores unwhitened patches (L = I), the B+ of the patch",
-        "lemmse_lite/local_queries.py",
+        "lemmse_lite/estimators/local_queries.py",
         "        return (self.restrict(v).to(self.L.dtype) @ self.L.T).to(v.dtype)\n\n\n@dataclass\nclass DenseGroup",
         "        return self.restrict(v)\n\n\n@dataclass\nclass DenseGroup",
         ("05", "09"),
     ),
     Mutation(
         "shifts_ignored", "the E-MMSE ignores the shifts (it is the MMSE)",
-        "lemmse_lite/image_estimators.py",
+        "lemmse_lite/estimators/image_estimators.py",
         "    return _image_estimator(y, train, sigma, A, B, True, chunk_size, engine)\n",
         "    return _image_estimator(y, train, sigma, A, B, False, chunk_size, engine)\n",
         ("03", "04"),
     ),
     Mutation(
         "p_off_by_2", "the LE-MMSE uses the patch size P - 2 (P + 2 when P = 1)",
-        "lemmse_lite/local_estimators.py",
+        "lemmse_lite/estimators/local_estimators.py",
         "    _check_le_args(chunk_size, return_diagnostics, top_k, max_memory)\n",
         "    _check_le_args(chunk_size, return_diagnostics, top_k, max_memory)\n"
         "    patch_size = patch_size - 2 if patch_size >= 3 else patch_size + 2\n",

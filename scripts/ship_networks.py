@@ -1,8 +1,8 @@
-"""Train the networks chapters 06-09 rest on and ship them in ``lemmse_lite/weights/``.
+"""Train the networks chapters 06-09 rest on and ship them in ``lemmse_lite/networks/weights/``.
 
 Each file holds the network's settings, its EMA weights, its training history (and snapshots) under
-the key of :func:`lemmse_lite.zoo.network_key` -- the settings and the source of every module the
-training can run. ``lemmse_lite.zoo.trained_network`` loads a shipped file only while that key
+the key of :func:`lemmse_lite.networks.zoo.network_key` -- the settings and the source of every module the
+training can run. ``lemmse_lite.networks.zoo.trained_network`` loads a shipped file only while that key
 matches today's code; ``tests/test_shipped.py`` fails on a stale one and names this command.
 
     python scripts/ship_networks.py                      # every network of the quick profile
@@ -20,7 +20,8 @@ import shutil
 import sys
 import time
 
-from lemmse_lite import profiles, shipped, store, zoo
+from lemmse_lite import profiles, store
+from lemmse_lite.networks import shipped, zoo
 
 
 def main(argv=None) -> int:

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from lemmse_lite import cli, data, estimators, metrics, operators, problems
+from lemmse_lite import cli, data, estimators, operators, problems
+from lemmse_lite.estimators import metrics
 from lemmse_lite.cli import main
-from lemmse_lite.training import load_run
+from lemmse_lite.networks.training import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ import textwrap
 import nbformat
 import pytest
 
-from lemmse_lite import pages as book
+from lemmse_lite.course import pages as book
 from lemmse_lite.cli import main
 from lemmse_lite.course import find_course_dir, myst_to_markdown, render_course
 

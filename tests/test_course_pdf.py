@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lemmse_lite.cli import main
-from lemmse_lite.pdf import find_chromium
+from lemmse_lite.course.pdf import find_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("LEMMSE_ARTIFACTS", ROOT / "lemmse_out" / "test-artifacts"))
@@ -46,7 +46,7 @@ def test_course_pdf(chromium, tmp_path, capsys):
 
 def test_course_pdf_without_a_browser(tmp_path, monkeypatch, capsys):
     """No Chromium anywhere: one line naming --pdf, before any chapter runs."""
-    monkeypatch.setattr("lemmse_lite.pdf.browser_available", lambda: False)
+    monkeypatch.setattr("lemmse_lite.course.pdf.browser_available", lambda: False)
     assert main(["course", "--only", "00", "--out", str(tmp_path), "--pdf"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--pdf" in err and len(err.splitlines()) == 1

@@ -1,5 +1,5 @@
 """N_eff (course/08_generalisation.md, eq-n-eff) by the histogram-and-collect passes of
-lemmse_lite.diagnostics against a brute-force sort.
+lemmse_lite.estimators.diagnostics against a brute-force sort.
 
 The passes see score blocks through a consumer; here a synthetic ``run`` feeds them known float32
 scores, and the reference sorts the same weights ``w = exp(s − log Σ exp s)`` (float32 weights, the
@@ -16,7 +16,7 @@ import oracles as O
 import pytest
 import torch
 
-from lemmse_lite import diagnostics as D
+from lemmse_lite.estimators import diagnostics as D
 from lemmse_lite.estimators import le_mmse
 
 TAUS = (0.1, 0.5, 0.9, 0.99, 0.999)

@@ -1,4 +1,4 @@
-"""Tests of lemmse_lite.diffusion: the EDM schedule, the probability-flow sampler with the MMSE,
+"""Tests of lemmse_lite.experiments.diffusion: the EDM schedule, the probability-flow sampler with the MMSE,
 LE-MMSE and network denoisers, EDM's preconditioning, log-uniform training and the patch measure."""
 
 import math
@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from lemmse_lite import diffusion as D
-from lemmse_lite import models, patches, training
+from lemmse_lite.experiments import diffusion as D
+from lemmse_lite.estimators import patches
+from lemmse_lite.networks import models, training
 
 
 def _two_images(size=8):
@@ -215,7 +216,8 @@ def test_nearest_patch_psnr_against_brute_force():
 
 def test_every_denoiser_is_a_denoiser():
     """One Protocol for D(x, sigma): the diffusion denoisers and the restoration networks."""
-    from lemmse_lite import diffusion, models
+    from lemmse_lite.experiments import diffusion
+    from lemmse_lite.networks import models
 
     train = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     net = models.make_model("resnet", patch_size=3, channels=1, width=4, depth=1)

@@ -1,4 +1,4 @@
-"""lemmse_lite.distributed: the training set sharded over 2 processes (gloo, CPU, launched by
+"""lemmse_lite.estimators.distributed: the training set sharded over 2 processes (gloo, CPU, launched by
 torchrun) gives the single-process LE-MMSE, log-density and source map; shard ranges; input errors."""
 
 import itertools
@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from lemmse_lite import data, distributed, estimators, problems
+from lemmse_lite import data, estimators, problems
+from lemmse_lite.estimators import distributed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,7 +44,7 @@ def test_two_processes_equal_one(tmp_path, problem="denoising"):
     out = tmp_path / "sharded.pt"
     n, size, P, sigma = 25, 16, 3, 0.1
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "lemmse_lite.distributed", "--n-train", str(n), "--n-test", "2", "--image-size", str(size),
+           "-m", "lemmse_lite.estimators.distributed", "--n-train", str(n), "--n-test", "2", "--image-size", str(size),
            "--problem", problem, "--sigma", str(sigma), "--patch-size", str(P), "--backend", "gloo",
            "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -66,7 +67,7 @@ def test_two_processes_equal_one(tmp_path, problem="denoising"):
 def test_shard_stream_reads_only_the_shard():
     """Each rank's stream holds only its shard (n = stop - start), in batches, and the shards
     concatenated in rank order are data.load's first N images."""
-    from lemmse_lite.distributed import shard_stream
+    from lemmse_lite.estimators.distributed import shard_stream
 
     n, kw = 25, {"seed": 0, "size": 16, "grey": True}
     shards = [shard_stream("photos", n, rank, 2, batch_size=4, **kw) for rank in (0, 1)]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lemmse_lite import operators, problems
-from lemmse_lite.engine import EngineConfig
+from lemmse_lite.estimators.engine import EngineConfig
 from lemmse_lite.estimators import equivariant_mmse, le_mmse
 
 
@@ -63,7 +63,7 @@ def test_single_threaded_restores_the_count_when_two_threads_overlap():
     B exits) leave the caller's count, not the lowered one (a save/restore per call would not)."""
     import threading
 
-    from lemmse_lite.engine import single_threaded
+    from lemmse_lite.estimators.engine import single_threaded
 
     before = torch.get_num_threads()
     a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
@@ -91,7 +91,7 @@ def test_single_threaded_restores_the_count_when_two_threads_overlap():
 def test_softmax_merge_of_two_halves_equals_one_pass():
     """SoftmaxState.merge of two finished softmaxes (the distributed and fused-kernel path) equals
     one update over all the keys: the one merge of the engine, in float64."""
-    from lemmse_lite.engine import SoftmaxState
+    from lemmse_lite.estimators.engine import SoftmaxState
 
     gen = torch.Generator().manual_seed(0)
     scores = 30 * torch.randn(5, 40, generator=gen, dtype=torch.float64)

@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
-from lemmse_lite import controls, experiments, profiles, store, training, zoo
+from lemmse_lite import experiments, profiles, store
+from lemmse_lite.experiments import controls
+from lemmse_lite.networks import training, zoo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lemmse_lite.models import (
+from lemmse_lite.networks.models import (
     MODELS,
     LocalUNet,
     make_model,

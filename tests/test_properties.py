@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lemmse_lite.estimators import equivariant_mmse, le_mmse, mmse
-from lemmse_lite.metrics import nearest_training, psnr
+from lemmse_lite.estimators.metrics import nearest_training, psnr
 from lemmse_lite.operators import Blur, Denoising, Inpainting, center_box_mask, eps_mask
 
 H = W = 8

@@ -1,4 +1,4 @@
-"""The chapters' float64 reference (lemmse_lite.reference) against the dense oracles of tests/oracles.py.
+"""The chapters' float64 reference (lemmse_lite.estimators.reference) against the dense oracles of tests/oracles.py.
 
 Each case is chosen so that the weights are mixed (no weight above 0.95): a one-hot softmax would
 hide a wrong temperature. The reference must not touch the fast estimators (checked on its source).
@@ -14,7 +14,7 @@ import oracles as O
 import pytest
 import torch
 
-from lemmse_lite import reference
+from lemmse_lite.estimators import reference
 from lemmse_lite.operators import (
     Blur,
     Inpainting,

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lemmse_lite import profiles, reproduce
+from lemmse_lite import profiles
+from lemmse_lite.experiments import reproduce
 from lemmse_lite.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")

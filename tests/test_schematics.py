@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from lemmse_lite import schematics
+from lemmse_lite.course import schematics
 
 IMG = torch.rand(9, 9, generator=torch.Generator().manual_seed(0))
 

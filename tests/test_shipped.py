@@ -1,4 +1,4 @@
-"""The shipped networks (lemmse_lite/weights): never stale, complete, loaded without training.
+"""The shipped networks (lemmse_lite/networks/weights): never stale, complete, loaded without training.
 
 A shipped file is used only while its key -- the network's settings and the source of every module its
 training can run (zoo.network_key) -- matches today's code. This test fails when it does not, and names
@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from lemmse_lite import profiles, shipped, store, training, zoo
+from lemmse_lite import profiles, store
+from lemmse_lite.networks import shipped, training, zoo
 
 FILES = zoo.shipped_files()
 

@@ -18,7 +18,16 @@ and of issue 26's (no process-wide side effects from a library call, one home pe
     ``with torch.random.fork_rng()``: seeded draws use a ``torch.Generator``;
 (h) one atomic writer: ``os.replace``/``os.rename`` only in ``files.atomic_write``;
 (i) one online-softmax merge: a function that takes a running maximum (``torch.maximum``) and
-    rescales by ``exp`` of a difference with it exists once, ``SoftmaxState.running_max``.
+    rescales by ``exp`` of a difference with it exists once, ``SoftmaxState.running_max``;
+
+and of its layout (the folders show the architecture):
+
+(j) the folders are ``estimators``, ``networks``, ``experiments`` and ``course``, no deeper; no two
+    modules share a name (a module's name is its file stem, a package's ``__init__`` the package's);
+(k) imports run one way: the top-level modules (the foundations: checks, operators, data, store,
+    ...) import no folder, except the command line (``cli``, ``__main__``); ``estimators`` and
+    ``networks`` import only the top level; ``course`` the top level and ``estimators``;
+    ``experiments`` the top level, ``estimators`` and ``networks``.
 
 Each test lists every violation (file:line and name), so a failure is a to-do list.
 """
@@ -36,7 +45,7 @@ LAZY_IMPORTS_ALLOWED = {"cli.py"}
 
 
 def _modules():
-    return sorted(PACKAGE.glob("*.py"))
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
 
 
 def _tree(path):
@@ -195,7 +204,7 @@ def test_one_online_softmax_merge():
 
 
 def _merge_line() -> int:
-    tree = _tree(PACKAGE / "engine.py")
+    tree = _tree(PACKAGE / "estimators" / "engine.py")
     return next(fn.lineno for fn in _functions(tree) if fn.name == "running_max")
 
 
@@ -255,7 +264,7 @@ def test_checker_length_of_a_61_line_function():
     assert long_functions(ast.parse(src60)) == []
 
 
-@pytest.mark.parametrize("path", _modules(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_every_module_parses(path):
     assert isinstance(_tree(path), ast.Module)
 
@@ -294,3 +303,57 @@ def test_checker_finds_side_effects_and_merges():
                                          "socket.setdefaulttimeout", "torch.manual_seed", "os.replace"]
     assert side_effects(ast.parse(SIDE_EFFECTS), "files.py")[-1][1] == "torch.manual_seed"  # os.replace allowed there
     assert [name for _, name in online_softmax_merges(ast.parse(MERGES))] == ["merge", "chained"]
+
+
+# ----------------------------------------------------------------------------- the layout
+
+FOLDERS = {"estimators", "networks", "experiments", "course"}
+MAY_IMPORT = {"": set(), "estimators": {""}, "networks": {""}, "course": {"", "estimators"},
+              "experiments": {"", "estimators", "networks"}}
+ENTRY_POINTS = {"cli.py", "__main__.py"}
+
+
+def _folder(path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
+def imported_folders(tree, here: tuple) -> set:
+    """The folders (``""``: the top level) of the package modules imported in ``tree``, the code
+    of a module in the folder ``here`` (``()`` or ``("estimators",)``), read with ``ast`` by
+    resolving each relative or absolute package import."""
+    found = set()
+    for node in ast.walk(tree):
+        if not _is_package_import(node):
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name.split(".")[1:] for alias in node.names]
+        else:
+            base = list(here[:len(here) - node.level + 1]) if node.level else []
+            mod = [m for m in (node.module or "").split(".") if m]
+            mod = mod if node.level else mod[1:]
+            targets = [base + mod] if mod or base else [[a.name] for a in node.names]
+        found.update(t[0] if t and t[0] in FOLDERS else "" for t in targets)
+    return found
+
+
+def test_folders_and_unique_module_names():
+    folders = {p.parent.relative_to(PACKAGE).as_posix() for p in _modules()} - {"."}
+    assert folders == FOLDERS, f"package folders: {sorted(folders)}"
+    names = [p.parent.name if p.name == "__init__.py" else p.stem for p in _modules()]
+    assert len(names) == len(set(names)), f"module names used twice: {sorted({n for n in names if names.count(n) > 1})}"
+
+
+def test_imports_run_one_way():
+    bad = [f"{p.relative_to(PACKAGE)} imports {folder or 'the top level'}" for p in _modules()
+           if p.name not in ENTRY_POINTS or _folder(p)
+           for folder in sorted(imported_folders(_tree(p), p.relative_to(PACKAGE).parent.parts)
+                                - MAY_IMPORT[_folder(p)] - {_folder(p)})]
+    assert not bad, "imports against the layering: " + ", ".join(bad)
+
+
+def test_layering_checker_resolves_relative_and_absolute_imports():
+    tree = ast.parse("from .. import data, estimators\nfrom ..networks.zoo import f\nfrom . import pages\n"
+                     "import lemmse_lite.experiments.compare\nfrom lemmse_lite import plotting\n")
+    assert imported_folders(tree, ("course",)) == {"", "estimators", "networks", "course", "experiments"}
+    assert imported_folders(ast.parse("from . import store\nfrom .estimators import engine\n"), ()) == {"", "estimators"}

@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from lemmse_lite.models import LocalResNet, LocalUNet
+from lemmse_lite.networks.models import LocalResNet, LocalUNet
 from lemmse_lite.operators import measure
-from lemmse_lite.training import (
+from lemmse_lite.networks.training import (
     CheckpointError,
     TrainConfig,
     TrainState,

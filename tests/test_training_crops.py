@@ -6,7 +6,7 @@ the outputs it gives on the whole image: the crop loss is an unbiased estimate o
 import pytest
 import torch
 
-from lemmse_lite import models, training
+from lemmse_lite.networks import models, training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""lemmse_lite.widgets: the σ/P explorer's static path (the figure the book shows), its cache and
+"""lemmse_lite.course.widgets: the σ/P explorer's static path (the figure the book shows), its cache and
 its measurement, and the optional ipywidgets layer."""
 
 import sys

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import check_odd
+from ..checks import check_odd
 
 
 def check_patch_size(patch_size, h: int, w: int) -> int:

@@ -5,7 +5,7 @@ Keys are whole training measurements (against every shift of the query for the E
 training images. Whole-image distances cancel badly in float32, so every pair is screened with
 float32 scores and the log-weights of the keys that a rigorous bound of the float32 rounding
 (:func:`rounding_slack`) cannot rule out are computed in float64 (:class:`_ImageSoftmax`), merged
-by the engine's one online softmax (:class:`~lemmse_lite.engine.SoftmaxState`).
+by the engine's one online softmax (:class:`~lemmse_lite.estimators.engine.SoftmaxState`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import warnings
 
 import torch
 
-from .checks import all_finite
+from ..checks import all_finite
 from .engine import EngineConfig, ScoreBlock, SoftmaxState, check_engine
 from .estimator_inputs import RANGE_TOL, check_inputs, dense_operator, is_structured
-from .operators import Denoising, Diagonal, FourierMultiplier
+from ..operators import Denoising, Diagonal, FourierMultiplier
 from .streaming import (
     DEFAULT_MAX_MEMORY,
     ScoreStream,
@@ -130,7 +130,7 @@ class _ImageSoftmax:
     working dtype plus the log of the keys seen so far). Their exact log-weights
     ``−‖q − k‖²/(2σ²)`` are computed in float64 (direct differences; a block with many candidates
     by one float64 product) and merged by the engine's online softmax in float64: ``state``, a
-    :class:`~lemmse_lite.engine.SoftmaxState` (Q queries, n values)."""
+    :class:`~lemmse_lite.estimators.engine.SoftmaxState` (Q queries, n values)."""
 
     row_parallel = True  # update touches only its rows
 

@@ -1,7 +1,7 @@
 """Streaming of training sets, chunk by chunk, and the input checks the estimators share.
 
-The lowest package layer above :mod:`lemmse_lite.checks` and :mod:`lemmse_lite.engine`: the
-estimators, the diagnostics and :func:`lemmse_lite.metrics.nearest_training` all read the training
+The lowest package layer above :mod:`lemmse_lite.checks` and :mod:`lemmse_lite.estimators.engine`: the
+estimators, the diagnostics and :func:`lemmse_lite.estimators.metrics.nearest_training` all read the training
 set through :func:`training_chunks`, so memory never grows with the number of images N
 (`course/05_closed_form.md`, the streaming softmax of `eq-attention`).
 
@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from .checks import all_finite, check_positive_int
+from ..checks import all_finite, check_positive_int
 from .engine import EngineConfig, ScoreBlock, ScoreConsumer, stream_scores
 
 DEFAULT_MAX_MEMORY = 256 * 2**20  # bytes of working memory for one chunk of training keys
@@ -96,8 +96,8 @@ _is_reiterable = is_reiterable  # the name of the first edition
 class BlockSource(Protocol):
     """What turns one chunk of training images into score blocks: ``source(start, chunk)`` with
     ``chunk`` (Nc, C, H, W) the images from index ``start`` yields
-    :class:`~lemmse_lite.engine.ScoreBlock` s (the LE-MMSE's
-    :class:`~lemmse_lite.local_estimators.PatchBlocks`, the image estimators' rescoring softmax)."""
+    :class:`~lemmse_lite.estimators.engine.ScoreBlock` s (the LE-MMSE's
+    :class:`~lemmse_lite.estimators.local_estimators.PatchBlocks`, the image estimators' rescoring softmax)."""
 
     def __call__(self, start: int, chunk: torch.Tensor) -> Iterator[ScoreBlock]:
         ...
@@ -108,7 +108,7 @@ class ScoreStream:
     """Every score block of one estimate, replayable: the training set ``train`` (tensor or
     iterable of (N, C, H, W) chunks, images of shape ``shape`` (C, H, W)) read ``chunk_size``
     images at a time onto ``device``/``dtype``, each chunk turned into blocks by ``blocks`` and
-    scored by :func:`lemmse_lite.engine.stream_scores` with ``engine``. The estimate's pass and
+    scored by :func:`lemmse_lite.estimators.engine.stream_scores` with ``engine``. The estimate's pass and
     the diagnostics' N_eff passes (`eq-n-eff`) run the same object, so every score is
     bit-identical across passes. ``check_finite``: as in :func:`training_chunks`."""
 

@@ -34,11 +34,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import estimators, models, store, training
-from .checks import check_odd, check_positive_int, check_sigma
-from .operators import check_images
-from .patches import check_patch_size, extract_patches
-from .streaming import training_chunks
+from .. import estimators, store
+from ..networks import models, training
+from ..checks import check_odd, check_positive_int, check_sigma
+from ..operators import check_images
+from ..estimators.patches import check_patch_size, extract_patches
+from ..estimators.streaming import training_chunks
 
 __all__ = [
     "METHODS",
@@ -65,7 +66,7 @@ class Denoiser(Protocol):
     """What the sampler needs (`eq-tweedie`): ``D(x, σ) ≈ E[x_0 | x_0 + σ ε = x]``, ``x`` (B, C, H, W)
     and ``σ`` a float -> (B, C, H, W). :class:`MMSEDenoiser`, :class:`LEMMSEDenoiser`,
     :class:`NetworkDenoiser`, :class:`EDMPreconditioner` and the restoration networks of
-    :mod:`lemmse_lite.models` (``net(z, σ)``) all are one."""
+    :mod:`lemmse_lite.networks.models` (``net(z, σ)``) all are one."""
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
         ...
@@ -259,7 +260,7 @@ class EDMPreconditioner(nn.Module):
     ``u + …``), so ``D ≈ c_skip z`` at initialisation, and ``F`` conditioned on
     ``s = σ/√(σ² + σ_d²) ∈ (0, 1)`` (its log-σ embedding then sees a bounded input over σ ∈
     [0.01, 40]). :meth:`loss_weight` is EDM's ``λ(σ) = 1/c_out²``, read by
-    :func:`lemmse_lite.training.train_step`. The receptive field is the one of ``F``.
+    :func:`lemmse_lite.networks.training.train_step`. The receptive field is the one of ``F``.
     z: (B, C, H, W), sigma: float or (B,) -> (B, C, H, W)."""
 
     def __init__(self, net: nn.Module, sigma_data: float = SIGMA_DATA):
@@ -283,7 +284,7 @@ class EDMPreconditioner(nn.Module):
 
 def diffusion_train_config(schedule: Schedule, steps: int, batch_size: int, lr: float, seed: int = 0,
                            device: str = "cpu") -> training.TrainConfig:
-    """A :class:`lemmse_lite.training.TrainConfig` over the sampler's σ range: log-uniform σ from
+    """A :class:`lemmse_lite.networks.training.TrainConfig` over the sampler's σ range: log-uniform σ from
     ``schedule.sigma_min`` to ``schedule.sigma_max`` (not the restoration range of part II)."""
     return training.TrainConfig(sigma_range=(schedule.sigma_min, schedule.sigma_max), sigma_law="log-uniform",
                                 steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)

@@ -56,7 +56,7 @@ PROGRESS_DELAY = 3.0  # seconds before a pass shows a progress bar
 
 class ScoreSource(Protocol):
     """Something that streams every score block of an estimate again to a consumer (the
-    estimate's :class:`~lemmse_lite.streaming.ScoreStream`): ``run(consumer, progress)`` returns
+    estimate's :class:`~lemmse_lite.estimators.streaming.ScoreStream`): ``run(consumer, progress)`` returns
     the number of training images."""
 
     def run(self, consumer: ScoreConsumer, progress: Callable[[int], None] | None = None) -> int:
@@ -112,11 +112,11 @@ class Diagnostics:
 
 def build_diagnostics(state: SoftmaxState, n_train: int, n_locations: torch.Tensor, kept_rank: torch.Tensor,
                       shape, scores: ScoreSource | None) -> Diagnostics:
-    """:class:`Diagnostics` from a finished :class:`~lemmse_lite.engine.SoftmaxState` with top-k
+    """:class:`Diagnostics` from a finished :class:`~lemmse_lite.estimators.engine.SoftmaxState` with top-k
     tracking (Q = B·H·W queries).
 
     ``n_locations`` (Q,): locations per query's class; ``kept_rank`` (Q,); ``shape`` = (B, H, W);
-    ``scores``: the estimate's :class:`~lemmse_lite.streaming.ScoreStream`, streamed again by
+    ``scores``: the estimate's :class:`~lemmse_lite.estimators.streaming.ScoreStream`, streamed again by
     :meth:`Diagnostics.effective_patches` (``None``: a one-shot training set)."""
     hw = shape[1] * shape[2]
     log_norm = state.log_normaliser()

@@ -15,8 +15,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 
-from . import estimators, metrics, operators, plotting
-from .checks import check_odd, check_sigma
+from .. import estimators, operators, plotting
+from ..estimators import metrics
+from ..checks import check_odd, check_sigma
 
 __all__ = ["SigmaPatchExplorer", "interact_sigma_patch"]
 

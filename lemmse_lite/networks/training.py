@@ -48,11 +48,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import store
-from .checks import check_positive_int, check_sigma_range
-from .files import atomic_write
+from .. import store
+from ..checks import check_positive_int, check_sigma_range
+from ..files import atomic_write
 from .models import make_model
-from .operators import measure
+from ..operators import measure
 
 __all__ = [
     "CheckpointError",

@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from .checks import check_sigma
-from .operators import (
+from ..checks import check_sigma
+from ..operators import (
     Denoising,
     DenseOperator,
     Diagonal,

@@ -5,7 +5,7 @@
   (``course/06_training.md``, ``eq-training-loss``);
 * :func:`agreement` -- ``PSNR(net, reference)`` with the controls of
   ``course/07_networks_vs_theory.md`` (``eq-agreement``), on training and test measurements,
-  computed by :func:`lemmse_lite.compare.compare` with cached reference estimates;
+  computed by :func:`lemmse_lite.experiments.compare.compare` with cached reference estimates;
 * the sweeps of ``course/08_generalisation.md``: :func:`patch_size_matrix`, :func:`n_sweep`,
   :func:`effective_patches_per_pre_inverse` (``eq-n-eff``), :func:`moving_hole`,
   :func:`agreement_vs_log_density` (``eq-log-density``);
@@ -14,7 +14,7 @@
 
 Cache: ``$LEMMSE_CACHE`` if set, else ``.lemmse_cache/`` in the repository root (git-ignored), or
 in the working directory for an installed package. Every file is written atomically (temporary
-file + ``os.replace``: :func:`lemmse_lite.files.atomic_write`, :func:`lemmse_lite.training.save_checkpoint`), and a file that cannot be
+file + ``os.replace``: :func:`lemmse_lite.files.atomic_write`, :func:`lemmse_lite.networks.training.save_checkpoint`), and a file that cannot be
 read, or whose stored key differs, is ignored and recomputed: an interrupted write is never read.
 """
 
@@ -26,14 +26,22 @@ from pathlib import Path
 
 import torch
 
-from . import estimators, metrics, models, operators, patches, profiles
+from .. import estimators, operators, profiles
+from ..estimators import metrics, patches
+from ..networks import models
 from .compare import compare
 from .controls import DISJOINT, SECOND_SEED, agreement_row
-from .files import atomic_write
-from .problems import PROBLEM_OPTIONS, load_images, problem_description, problem_operators, problem_settings
-from .store import CACHE_ENV, cache_dir, cache_key, cached, tensor_digest
-from .tables import format_table
-from .zoo import network_settings, snapshot_networks, trained_network
+from ..files import atomic_write
+from ..problems import (
+    PROBLEM_OPTIONS,
+    load_images,
+    problem_description,
+    problem_operators,
+    problem_settings,
+)
+from ..store import CACHE_ENV, cache_dir, cache_key, cached, tensor_digest
+from ..tables import format_table
+from ..networks.zoo import network_settings, snapshot_networks, trained_network
 
 __all__ = [
     "CACHE_ENV", "PAPER", "agreement", "agreement_vs_log_density", "cache_dir", "cache_key", "cached",
@@ -102,7 +110,7 @@ def _estimate(spec, y, train, sigma, A, B, profile):
 
 
 def reference_estimator(spec, train, problem, pre_inverse, profile, cache=None):
-    """A cached estimator ``f(y, sigma) -> x_hat`` for :func:`lemmse_lite.compare.compare`: the
+    """A cached estimator ``f(y, sigma) -> x_hat`` for :func:`lemmse_lite.experiments.compare.compare`: the
     key is the spec, the problem, ``digest(y)``, ``digest(train)``, sigma and the estimators'
     source, so a repeated measurement is read from the cache instead of recomputed."""
     A, B = problem_operators(problem, pre_inverse, profile)
@@ -294,7 +302,7 @@ def risk_per_sigma(net, problem, profile, sigmas, n=None, split="train", pre_inv
 
 def agreement_curve(net, problem, profile, sigmas=(0.05, 0.2), n=None, extra=None, sizes=None, cache=None):
     """Agreement and margin against training steps (``course/07_networks_vs_theory.md``): the EMA
-    weights of ``net`` at each of its snapshot steps (:func:`lemmse_lite.zoo.snapshot_networks`) and
+    weights of ``net`` at each of its snapshot steps (:func:`lemmse_lite.networks.zoo.snapshot_networks`) and
     any ``extra`` {label: finished network}, on ``n`` test measurements at ``sigmas``, with the
     controls. Returns the agreement rows, each with ``step`` (the snapshot's step, or the finished
     network's step count) and ``curve`` ("snapshot" or "finished")."""

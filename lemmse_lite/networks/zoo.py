@@ -3,7 +3,7 @@ package ships (``course/06_training.md``, ``eq-training-loss``).
 
 :func:`trained_network` returns the network of a set of :func:`network_settings`. It looks, in
 order, in the cache folder (:func:`lemmse_lite.store.cache_dir`), among the **shipped weights**
-(``lemmse_lite/weights/``, trained by ``python scripts/ship_networks.py`` with this very code), and
+(``lemmse_lite/networks/weights/``, trained by ``python scripts/ship_networks.py`` with this very code), and
 otherwise trains it (resuming an interrupted run from its checkpoint) and caches it. Every file
 carries its key: :func:`lemmse_lite.store.cache_key` of the settings and of the source of every
 module the training can run (:func:`lemmse_lite.store.source_closure` of this module), so a changed
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from . import models, profiles, store, training
-from .problems import load_images, problem_operators, problem_settings
+from . import models, training
+from .. import profiles, store
+from ..problems import load_images, problem_operators, problem_settings
 
 __all__ = ["ROOTS", "WEIGHTS_DIR", "network_key", "network_name", "network_settings",
            "shipped_files", "snapshot_networks", "train_settings", "trained_network"]
@@ -68,7 +69,7 @@ def network_name(settings: dict, key: str) -> str:
 
 
 def train_settings(settings: dict, profile) -> training.TrainConfig:
-    """The :class:`~lemmse_lite.training.TrainConfig` of ``settings``."""
+    """The :class:`~lemmse_lite.networks.training.TrainConfig` of ``settings``."""
     return training.TrainConfig(
         sigma_range=tuple(settings["sigma_range"]), steps=settings["steps"], batch_size=settings["batch_size"],
         lr=settings["lr"], seed=settings["seed"], device=profile.device, crop=settings.get("crop"),

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from .checks import check_sigma
-from .estimators import le_mmse
-from .files import atomic_write
-from .metrics import psnr
-from .operators import measure, measurement_seed
-from .plotting import image_grid, save_figure
-from .tables import format_table as _format_table
+from ..checks import check_sigma
+from ..estimators import le_mmse
+from ..files import atomic_write
+from ..estimators.metrics import psnr
+from ..operators import measure, measurement_seed
+from ..plotting import image_grid, save_figure
+from ..tables import format_table as _format_table
 
 __all__ = ["COLUMNS", "ComparisonTable", "compare", "format_table", "save_comparison_figure",
            "save_results"]

@@ -9,7 +9,7 @@ denominator ``d_r = Σ_k exp(s_k − m_r)`` and the numerator ``Σ_k exp(s_k −
 log-normaliser ``ℓ_r = m_r + log d_r`` is read from its log-density (`course/08_generalisation.md`,
 `eq-log-density`: ``ℓ_r = log_density_r + log(N_r L)``, L the locations per query, equal on all
 ranks), every rank's ``(x̂_r, ℓ_r)`` is gathered (all_gather) and folded into one float64
-:class:`~lemmse_lite.engine.SoftmaxState` by its ``merge``, the online-softmax merge of the
+:class:`~lemmse_lite.estimators.engine.SoftmaxState` by its ``merge``, the online-softmax merge of the
 engine itself::
 
     m = max_r ℓ_r,   d = Σ_r exp(ℓ_r − m),   num = Σ_r exp(ℓ_r − m) x̂_r,
@@ -23,7 +23,7 @@ i.e. the lowest image index, as in one process); image ids are offset by the sha
 
 Run with ``torchrun`` (one process per GPU, or several on CPU with gloo)::
 
-    torchrun --standalone --nproc_per_node=2 -m lemmse_lite.distributed \\
+    torchrun --standalone --nproc_per_node=2 -m lemmse_lite.estimators.distributed \\
         --dataset photos --n-train 2000 --n-test 4 --sigma 0.2 --patch-size 5 --out sharded.pt
 
 Each rank streams only its contiguous slice of the training images (:func:`shard_range`,
@@ -43,11 +43,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from . import data, estimators, metrics, operators, store
-from .checks import check_odd, check_positive_int, check_sigma
+from .. import data, estimators, operators, store
+from . import metrics
+from ..checks import check_odd, check_positive_int, check_sigma
 from .engine import SoftmaxState
-from .problems import PROBLEMS, problem_operators
-from .profiles import get_profile
+from ..problems import PROBLEMS, problem_operators
+from ..profiles import get_profile
 
 __all__ = ["ShardedDiagnostics", "le_mmse", "main", "shard_range", "shard_stream"]
 
@@ -148,7 +149,7 @@ def le_mmse(y, shard, sigma, patch_size, A=None, B=None, *, return_diagnostics=F
 def _merged_state(out: torch.Tensor, log_mass: torch.Tensor, group) -> SoftmaxState:
     """Every rank's finished softmax — estimate ``out`` (B, C, H, W) and log-normaliser
     ``log_mass`` (B, H, W) — gathered and merged in rank order into one float64
-    :class:`~lemmse_lite.engine.SoftmaxState` of Q = B·H·W queries (the engine's one merge)."""
+    :class:`~lemmse_lite.estimators.engine.SoftmaxState` of Q = B·H·W queries (the engine's one merge)."""
     c = out.shape[1]
     mine = torch.cat([log_mass.reshape(-1, 1), out.double().permute(0, 2, 3, 1).reshape(-1, c)], dim=1)
     parts = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
@@ -177,7 +178,7 @@ def peak_rss_mib() -> float:
 # ----------------------------------------------------------------------------- torchrun entry point
 
 def _parse(argv):
-    p = argparse.ArgumentParser(prog="python -m lemmse_lite.distributed",
+    p = argparse.ArgumentParser(prog="python -m lemmse_lite.estimators.distributed",
                                 description="LE-MMSE with the training set sharded over the ranks of torchrun.")
     p.add_argument("--dataset", default="photos", help="data.load name (each rank keeps its shard)")
     p.add_argument("--n-train", type=int, default=400, help="training images N over all ranks")
@@ -201,7 +202,7 @@ def _parse(argv):
 
 
 def main(argv=None) -> int:
-    """``torchrun ... -m lemmse_lite.distributed``: every rank loads its shard and the same test
+    """``torchrun ... -m lemmse_lite.estimators.distributed``: every rank loads its shard and the same test
     measurements; rank 0 prints the PSNR and saves the result."""
     args = _parse(argv)
     backend = args.backend or ("nccl" if torch.cuda.is_available() else "gloo")

@@ -41,10 +41,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from tqdm.auto import tqdm
 
-from . import __version__, data, experiments, plotting
-from .files import atomic_write
-from .profiles import PAPER_PROBLEMS
-from .tables import format_table
+from .. import __version__, data, experiments, plotting
+from ..files import atomic_write
+from ..profiles import PAPER_PROBLEMS
+from ..tables import format_table
 
 __all__ = ["CELL_ROOTS", "Cell", "check_data", "keywords", "override", "plan", "reproduce", "results_digest",
            "select", "write_outputs"]

@@ -1,4 +1,4 @@
-"""The whole course as one PDF, offline: the book document of :mod:`lemmse_lite.pages` (every
+"""The whole course as one PDF, offline: the book document of :mod:`lemmse_lite.course.pages` (every
 chapter, numbered, with its bibliography, then the glossary) printed by a headless Chromium once
 the local MathJax has typeset it. Only ``lemmse_lite.course`` imports it (``lemmse course --pdf``).
 

@@ -7,7 +7,7 @@
   shifts (memorisation; `course/02_memorisation.md`, `course/08_generalisation.md`).
 
 The diagnostics of an LE-MMSE call (log-density, source map, N_eff) live in
-:mod:`lemmse_lite.diagnostics`; ``effective_patches_pass`` is re-exported here for old imports.
+:mod:`lemmse_lite.estimators.diagnostics`; ``effective_patches_pass`` is re-exported here for old imports.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import torch
 
-from .checks import check_positive_int
+from ..checks import check_positive_int
 from .diagnostics import effective_patches_pass
-from .operators import check_images
+from ..operators import check_images
 from .streaming import training_chunks
 
 __all__ = ["Nearest", "bootstrap_interval", "effective_patches_pass", "error_correlation", "nearest_training", "psnr"]

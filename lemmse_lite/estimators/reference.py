@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import check_odd, check_sigma
+from ..checks import check_odd, check_sigma
 
 __all__ = [
     "N_IMAGES",

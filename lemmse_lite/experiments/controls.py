@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from . import metrics
+from ..estimators import metrics
 
 __all__ = ["DISJOINT", "SECOND_SEED", "agreement_row", "flat_rows", "psnr_each"]
 

@@ -5,7 +5,7 @@ order in a fresh Python kernel (nbclient) under the chosen profile, and written 
 
 - ``NN_name.ipynb``: the executed notebook with its outputs (figures, tables, printed results);
 - ``NN_name.html``: one self-contained page (figures embedded) that reads as the book: the book's
-  offline content build (mystmd, :mod:`lemmse_lite.pages`) numbers equations, figures, exercises
+  offline content build (mystmd, :mod:`lemmse_lite.course.pages`) numbers equations, figures, exercises
   and theorems, resolves references and citations (a bibliography per page) and links glossary
   terms to ``glossary.html``; MathJax renders the mathematics from a local copy in ``_mathjax/``
   (the one the ``jupyter-server-mathjax`` package ships), so the pages open offline;
@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 
 from . import pages as book
 from . import pdf as printer
-from .errors import UsageError
-from .profiles import get_profile
+from ..errors import UsageError
+from ..profiles import get_profile
 
 __all__ = ["ChapterRun", "find_course_dir", "render_course", "run_course", "select_chapters", "write_index"]
 
@@ -70,7 +70,7 @@ def find_course_dir(path: str | os.PathLike | None = None) -> Path:
     package (an editable install of the repository). :class:`UsageError` (naming ``--course-dir``)
     if it holds no chapter."""
     candidates = [Path(path)] if path is not None else [
-        Path.cwd() / "course", Path(__file__).resolve().parent.parent / "course"]
+        Path.cwd() / "course", Path(__file__).resolve().parents[2] / "course"]
     for folder in candidates:
         if sorted(folder.glob("[0-9][0-9]_*.md")):
             return folder

@@ -1,5 +1,5 @@
 """The query side of the LE-MMSE (`course/05_closed_form.md`, `eq-le-general`, `eq-whitened`;
-`course/07_networks_vs_theory.md`, `eq-sublattice`), everything :func:`~lemmse_lite.local_estimators.le_mmse`
+`course/07_networks_vs_theory.md`, `eq-sublattice`), everything :func:`~lemmse_lite.estimators.local_estimators.le_mmse`
 prepares before it streams the training set:
 
 * the classes of output pixels of the sub-lattice form (:func:`pixel_classes`);
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_positive_int
+from ..checks import check_positive_int
 from .diagnostics import log_density_constant
 from .engine import augment_queries
 from .estimator_inputs import RANGE_TOL, dense_operator
-from .operators import RANK_TOL, Denoising, DenseOperator, Diagonal, FourierMultiplier
+from ..operators import RANK_TOL, Denoising, DenseOperator, Diagonal, FourierMultiplier
 from .patches import _check_class_key, extract_patches, support_features
 
 __all__ = ["DenseGroup", "DiagonalGroup", "IdentityGroup", "LocalQueries", "PatchGroup", "QueryPlan",
@@ -237,7 +237,7 @@ def plan_queries(groups, v, rows_all, sig_q, dtype, hw: int):
     (Q_c,) with noise levels ``sig_q`` (Q_c,). Returns ``(plans, kept_rank (Q_c,))``.
 
     The offset holds the log-weight term (:func:`log_weight_offset`) and the log-density constant
-    (:func:`lemmse_lite.diagnostics.log_density_constant`), equal over the kept stratum, so the
+    (:func:`lemmse_lite.estimators.diagnostics.log_density_constant`), equal over the kept stratum, so the
     engine's log-normaliser is the log-density up to ``log(N·L)``."""
     keep = stratum(groups, v)
     ranks = torch.tensor([g.rank for g in groups], device=v.device)
@@ -307,7 +307,7 @@ def _check_supports(supports, classes, stride: int, patch_size: int):
 
 @dataclass
 class LocalQueries:
-    """Every query of one :func:`~lemmse_lite.local_estimators.le_mmse` call, planned: ``plans``
+    """Every query of one :func:`~lemmse_lite.estimators.local_estimators.le_mmse` call, planned: ``plans``
     (one :class:`QueryPlan` per (class, group) with queries), ``kept_rank`` (B·H·W,) the rank of
     each query's kept stratum, ``n_locations`` (B·H·W,) the locations L its class averages over, and
     ``precise``: a dense whitening, so the keys' ``B`` is applied in float64 too."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_odd, check_positive_int, check_sigma
+from ..checks import check_odd, check_positive_int, check_sigma
 
 __all__ = [
     "MODELS",

@@ -2,7 +2,7 @@
 
 All three minimise ``E‖φ(B y) − x‖²`` over a class of functions under the empirical prior of a
 training set and all three are softmax averages computed by the one streaming engine of
-:mod:`lemmse_lite.engine`, fed by the one driver :class:`lemmse_lite.streaming.ScoreStream`:
+:mod:`lemmse_lite.estimators.engine`, fed by the one driver :class:`lemmse_lite.estimators.streaming.ScoreStream`:
 
 * :func:`mmse`              — keys: whole training measurements; values: training images
   (`course/01_ideal_mmse.md`, `eq-mmse`, `eq-mmse-b`);
@@ -19,15 +19,15 @@ or an iterable of such tensors, streamed chunk by chunk to ``y``'s device (the o
 the score dot products of a dense whitening (equivariant or general ``B``) in float64.
 MMSE and E-MMSE screen every pair with float32 scores (whole-image distances cancel badly in
 float32), then compute in float64 the log-weights of the keys that a rigorous bound of the float32
-rounding (:func:`rounding_slack`) cannot rule out; they return ``y``'s dtype. ``engine``: an :class:`~lemmse_lite.engine.EngineConfig`
-(default: :func:`~lemmse_lite.engine.default_engine` of ``y``'s device).
+rounding (:func:`rounding_slack`) cannot rule out; they return ``y``'s dtype. ``engine``: an :class:`~lemmse_lite.estimators.engine.EngineConfig`
+(default: :func:`~lemmse_lite.estimators.engine.default_engine` of ``y``'s device).
 
 Where each part lives (this module is the public entry; chapters and users import from here):
 
-* :mod:`lemmse_lite.estimator_inputs` — the checks and preparation every estimator shares;
-* :mod:`lemmse_lite.image_estimators` — :func:`mmse`, :func:`equivariant_mmse` and their float64 rescoring;
-* :mod:`lemmse_lite.local_queries`    — the LE-MMSE's query side: pixel classes, patch groups (whitening, rank, stratum), plans;
-* :mod:`lemmse_lite.local_estimators` — :func:`le_mmse` and its score blocks (the keys).
+* :mod:`lemmse_lite.estimators.estimator_inputs` — the checks and preparation every estimator shares;
+* :mod:`lemmse_lite.estimators.image_estimators` — :func:`mmse`, :func:`equivariant_mmse` and their float64 rescoring;
+* :mod:`lemmse_lite.estimators.local_queries`    — the LE-MMSE's query side: pixel classes, patch groups (whitening, rank, stratum), plans;
+* :mod:`lemmse_lite.estimators.local_estimators` — :func:`le_mmse` and its score blocks (the keys).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ How the scores are blocked is an explicit :class:`EngineConfig` passed down by t
 module state): :func:`default_engine` picks the CPU or CUDA defaults from the device. Optional
 trackers give the diagnostics of `course/08_generalisation.md` (`eq-n-eff`): the arg-max key and the
 running top-k scores; any other :class:`ScoreConsumer` (the N_eff passes of
-:mod:`lemmse_lite.diagnostics`) can be fed the same :class:`ScoreBlock` s.
+:mod:`lemmse_lite.estimators.diagnostics`) can be fed the same :class:`ScoreBlock` s.
 
 :class:`SoftmaxState` is the package's one online softmax: the estimators' passes, the rescored
 MMSE / E-MMSE, a fused kernel's result and the distributed ranks' results all go through its
@@ -40,7 +40,7 @@ from typing import NamedTuple, Protocol
 import torch
 import torch.nn.functional as F
 
-from .checks import check_positive_int
+from ..checks import check_positive_int
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 `eq-le-general`) and its sub-lattice form (`course/07_networks_vs_theory.md`, `eq-sublattice`).
 
 Keys are patches of training measurements, values their centre pixels. :func:`le_mmse` checks its
-inputs (:mod:`lemmse_lite.estimator_inputs`), plans every query (:mod:`lemmse_lite.local_queries`:
+inputs (:mod:`lemmse_lite.estimators.estimator_inputs`), plans every query (:mod:`lemmse_lite.estimators.local_queries`:
 pixel classes, patch groups, per-group plans), then streams the training set once through the
-engine: :class:`PatchBlocks` makes the keys of each chunk, :class:`~lemmse_lite.engine.SoftmaxState`
+engine: :class:`PatchBlocks` makes the keys of each chunk, :class:`~lemmse_lite.estimators.engine.SoftmaxState`
 merges them.
 """
 
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .checks import check_positive_int
+from ..checks import check_positive_int
 from .diagnostics import build_diagnostics
 from .engine import EngineConfig, ScoreBlock, SoftmaxState, augment_keys, check_engine
 from .estimator_inputs import check_flag, check_inputs
 from .local_queries import plan_local_queries
-from .operators import Operator
+from ..operators import Operator
 from .patches import centre_pixels, check_patch_size, extract_patches
 from .streaming import (
     DEFAULT_MAX_MEMORY,
@@ -36,7 +36,7 @@ __all__ = ["PatchBlocks", "le_mmse"]
 
 @dataclass(frozen=True)
 class PatchBlocks:
-    """The LE-MMSE's block source (:class:`~lemmse_lite.streaming.BlockSource`): for one chunk of
+    """The LE-MMSE's block source (:class:`~lemmse_lite.estimators.streaming.BlockSource`): for one chunk of
     training images ``x_i`` (Nc, C, H, W) from image ``start``, one :class:`ScoreBlock` per plan,
     keys ``whiten(Π_m B A x_i) − centre`` (Nc·L, r + 2 augmented) of the plan's group, values the
     centre pixels ``x_i[m]`` (Nc·L, C), key ids ``i·H·W + m`` (`eq-le-general`). ``precise``: apply
@@ -99,7 +99,7 @@ def le_mmse(y, train, sigma, patch_size, A=None, B=None, chunk_size=None, return
         patch_size: odd P ≤ min(H, W), the receptive field.
         A, B: forward operator and pre-inverse (``None``: identity).
         chunk_size: training images per streamed chunk (default from ``max_memory`` bytes).
-        return_diagnostics: also return a :class:`~lemmse_lite.diagnostics.Diagnostics`.
+        return_diagnostics: also return a :class:`~lemmse_lite.estimators.diagnostics.Diagnostics`.
         top_k: number of largest weights kept in the diagnostics.
         stride, supports: the sub-lattice form (see above).
         engine: block sizes of the engine (default from the device).
