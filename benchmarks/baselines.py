@@ -37,8 +37,8 @@ import time
 
 import torch
 
-from lemmse_lite.operators import measure
 from lemmse_lite.estimators.patches import centre_pixels, extract_patches
+from lemmse_lite.operators import measure
 from lemmse_lite.profiles import get_profile
 from lemmse_lite.tables import format_table
 

@@ -56,8 +56,8 @@ from baselines import (
 )
 
 from lemmse_lite.data import load
-from lemmse_lite.estimators.engine import default_engine
 from lemmse_lite.estimators import le_mmse
+from lemmse_lite.estimators.engine import default_engine
 from lemmse_lite.operators import (
     Blur,
     Inpainting,

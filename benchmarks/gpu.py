@@ -6,8 +6,8 @@ flipped left-right when k is odd), produced lazily as a generator of ``--gen-chu
 the device, so memory stays bounded. Measurements: ``photos-rgb`` test crops (repeated with the
 same augmentation when more are asked than exist) + σ e, seed 0.
 
-Two engine paths (``lemmse_lite.estimators.engine.EngineConfig``): ``blocked`` (the score blocks of the
-streaming engine) and, on CUDA, ``fused`` (PyTorch's fused memory-efficient attention kernel in
+Two engine paths (``lemmse_lite.estimators.engine.EngineConfig``): ``blocked`` (the score blocks of
+the streaming engine) and, on CUDA, ``fused`` (PyTorch's fused memory-efficient attention kernel in
 float32, ``LEMMSE_FUSED=1``). Reported, in one run:
 
 * accuracy: max abs error of each path against float64 (``float64_le_mmse``, independent code) on
@@ -59,8 +59,8 @@ from baselines import (
 )
 
 from lemmse_lite.data import load
-from lemmse_lite.estimators.engine import EngineConfig, default_engine
 from lemmse_lite.estimators import DEFAULT_MAX_MEMORY, le_mmse
+from lemmse_lite.estimators.engine import EngineConfig, default_engine
 
 ACC_TOL = 1e-5  # max abs error of the float32 paths vs float64 at sigma >= 0.05 (issue 13)
 #: Dense float32 peaks (TFLOP/s, no tensor cores, boost clock) from the vendors' data sheets.

@@ -23,11 +23,11 @@ import time
 
 import torch
 
-from lemmse_lite.experiments.compare import compare, format_table, save_results
 from lemmse_lite.data import load
+from lemmse_lite.experiments.compare import compare, format_table, save_results
 from lemmse_lite.networks.models import count_parameters, make_model
-from lemmse_lite.operators import Blur, Denoising, Inpainting, center_box_mask, gaussian_kernel
 from lemmse_lite.networks.training import train
+from lemmse_lite.operators import Blur, Denoising, Inpainting, center_box_mask, gaussian_kernel
 
 
 def problem(task, size, box=6):

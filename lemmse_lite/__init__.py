@@ -1,20 +1,25 @@
 """lemmse_lite: the local-equivariant MMSE (LE-MMSE) and the CNNs that follow it.
 
-Modules, by role (the package is flat; ``estimators`` and ``operators`` are the entry points):
+The package, by folder (imports run one way: from the folders down to the top level; a module is
+named by its file, e.g. ``lemmse_lite.estimators.engine``):
 
-* estimators: ``estimators`` (``mmse``, ``equivariant_mmse``, ``le_mmse``), built from
-  ``estimator_inputs``, ``image_estimators``, ``local_queries``, ``local_estimators``,
-  ``streaming``, ``engine`` (the one online softmax), ``diagnostics`` and ``patches``;
-  ``operators`` (forward operators, pre-inverses, ``measure`` and its seed rule), ``checks``,
-  ``metrics``, ``reference`` (the float64 reference), ``distributed`` (a sharded LE-MMSE);
-* networks: ``models`` (local networks), ``training`` (``train``, ``TrainConfig``, run folders),
-  ``zoo`` (the course's trained networks, cached or shipped), ``shipped`` (the shipped list),
-  ``store`` (the cache) and ``files`` (the one atomic writer);
-* experiments: ``data``, ``problems`` (the problem registry), ``profiles``, ``compare``,
-  ``controls``, ``experiments`` (cached course experiments), ``reproduce``, ``diffusion``,
-  ``tables``;
-* course: ``course``, ``pages``, ``pdf``, ``plotting``, ``schematics``, ``widgets``; the command
-  line is ``lemmse`` (``python -m lemmse_lite``, ``cli``, errors in ``errors``).
+* ``estimators/``: ``mmse``, ``equivariant_mmse``, ``le_mmse`` (``lemmse_lite.estimators``, the
+  entry point), built from ``estimator_inputs``, ``image_estimators``, ``local_queries``,
+  ``local_estimators``, ``streaming``, ``engine`` (the one online softmax), ``diagnostics`` and
+  ``patches``; ``metrics``; ``reference`` (the float64 reference); ``distributed`` (a sharded
+  LE-MMSE);
+* ``networks/``: ``models`` (local networks), ``training`` (``train``, ``TrainConfig``, run
+  folders), ``zoo`` (the course's trained networks, cached or shipped), ``shipped`` (the list;
+  ``weights/`` holds them);
+* ``experiments/``: the cached experiments of the course (``lemmse_lite.experiments``),
+  ``compare``, ``controls``, ``diffusion``, ``reproduce``;
+* ``course/``: ``lemmse course`` (``lemmse_lite.course``), ``pages``, ``pdf``, ``schematics``,
+  ``widgets``;
+* the top level, the foundations every folder uses: ``operators`` (forward operators,
+  pre-inverses, ``measure`` and its seed rule), ``data``, ``profiles``, ``problems`` (the problem
+  registry), ``checks``, ``errors``, ``files`` (the one atomic writer), ``store`` (the cache),
+  ``sources`` (the code a cache key covers), ``tables``, ``plotting``; the command line ``lemmse``
+  (``python -m lemmse_lite``, ``cli``).
 
 The course in ``course/`` derives every formula (e.g. ``course/04_locality.md``, ``eq-lemmse``).
 

@@ -26,13 +26,11 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data, estimators, operators, problems
-from .estimators import metrics
 from .checks import check_odd, check_positive_int, check_sigma
 from .errors import UsageError
+from .estimators import metrics
 from .files import atomic_write
 from .networks.models import make_model
-from .profiles import get_profile
-from .tables import format_table
 from .networks.training import (
     CheckpointError,
     checkpoint_path,
@@ -41,6 +39,8 @@ from .networks.training import (
     save_run,
     train,
 )
+from .profiles import get_profile
+from .tables import format_table
 
 ESTIMATORS = {"MMSE": "mmse", "E-MMSE": "equivariant_mmse", "LE-MMSE": "le_mmse"}
 DEMO_SIGMA = {name: problems.default_sigma(name) for name in problems.PROBLEMS}

@@ -324,9 +324,9 @@ def mri_settings(profile) -> MRISettings:
 # ----------------------------------------------------------------------------- chapter 10 (diffusion)
 @dataclass(frozen=True)
 class DiffusionSettings:
-    """The settings of chapter 10 (LE-MMSE inside a diffusion sampler, ``lemmse_lite.experiments.diffusion``),
-    per profile: :func:`diffusion_settings`. Sizes are chosen so that ``quick`` samples with the
-    analytic estimators and trains the diffusion CNN on 2 CPU cores in a few minutes.
+    """The settings of chapter 10 (LE-MMSE inside a diffusion sampler,
+    ``lemmse_lite.experiments.diffusion``), per profile: :func:`diffusion_settings`. Sizes are
+    chosen so that ``quick`` samples with the analytic estimators and trains the diffusion CNN on 2 CPU cores in a few minutes.
 
     ``dataset``/``image_size``/``n_train``: the grey training crops; ``n_samples``: samples per
     sampler and seed; ``n_steps``, ``sigma_min``, ``sigma_max``, ``rho``: the EDM schedule (Heun);

@@ -28,7 +28,11 @@ TOP = "__init__"
 
 def _stamp(folder: Path) -> tuple:
     """The package's files and their modification times: a new, moved or edited file re-reads."""
-    return tuple((str(p), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*.py")) if "__pycache__" not in p.parts)
+    return tuple(
+        (str(p), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*.py"))
+        if "__pycache__" not in p.parts
+    )
 
 
 @cache
@@ -64,17 +68,21 @@ def _package_of(path: Path, folder: Path) -> tuple:
 
 
 def _resolve(node, package: tuple, names: dict):
-    """For a package import ``node`` in a module of ``package`` (dotted parts): ``(target, modules)``,
-    the dotted parts of the module imported from and the dotted parts of each name imported that is
+    """For a package import ``node`` in a module of ``package`` (dotted parts): ``(target,
+    modules)``, the dotted parts of the module imported from and the dotted parts of each name imported that is
     itself a module (``from . import a``); None for an import from outside the package."""
     if isinstance(node, ast.Import):
-        mods = [tuple(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == "lemmse_lite"]
+        mods = [
+            tuple(a.name.split(".")[1:])
+            for a in node.names
+            if a.name.split(".")[0] == "lemmse_lite"
+        ]
         return (None, mods) if mods and all(m in names for m in mods) else None
     module = node.module or ""
     if node.level:
         if node.level - 1 > len(package):
             return None
-        base = package[:len(package) - node.level + 1]
+        base = package[: len(package) - node.level + 1]
     elif module.split(".")[0] == "lemmse_lite":
         base, module = (), module.removeprefix("lemmse_lite").lstrip(".")
     else:
@@ -95,7 +103,9 @@ def _package_imports(path: Path, folder: Path, names: dict) -> set:
     package = _package_of(path, folder)
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and (hit := _resolve(node, package, names)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and (
+            hit := _resolve(node, package, names)
+        ):
             target, modules = hit
             for dotted in ([target] if target is not None else []) + modules:
                 found.update(_runs(dotted, names))
@@ -114,7 +124,11 @@ def _closure(roots: tuple, folder: str, stamp: tuple) -> tuple:
             todo += sorted(_package_imports(paths[name], Path(folder), names) - seen)
     # a package __init__ with no code (a docstring) runs nothing: leaving it out keeps a key when
     # a module moves between folders
-    kept = {n for n in seen if n in roots or n == TOP or paths[n].name != "__init__.py" or _has_code(paths[n])}
+    kept = {
+        n
+        for n in seen
+        if n in roots or n == TOP or paths[n].name != "__init__.py" or _has_code(paths[n])
+    }
     return tuple(sorted(kept | {TOP}))
 
 
@@ -147,7 +161,11 @@ def source_hash(roots, folder=PACKAGE_DIR) -> str:
     h = hashlib.sha256()
     for name in closure:
         h.update(name.encode())
-        h.update(_code_text(str(paths[name]), str(folder), paths[name].stat().st_mtime_ns, stamp).encode())
+        h.update(
+            _code_text(
+                str(paths[name]), str(folder), paths[name].stat().st_mtime_ns, stamp
+            ).encode()
+        )
     return h.hexdigest()
 
 
@@ -163,17 +181,26 @@ def code_text(path, folder=PACKAGE_DIR) -> str:
 
 
 def _is_docstring(node) -> bool:
-    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    )
 
 
 @lru_cache(maxsize=256)
-def _code_text(path: str, folder: str, mtime_ns: int, stamp: tuple) -> str:  # an edit or a move re-reads
+def _code_text(
+    path: str, folder: str, mtime_ns: int, stamp: tuple
+) -> str:  # an edit or a move re-reads
     names = _layout(folder, stamp)[1]
     package = _package_of(Path(path), Path(folder))
     tree = ast.parse(Path(path).read_text(), filename=path)
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
-                and _is_docstring(node.body[0]):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and _is_docstring(node.body[0])
+        ):
             node.body = node.body[1:] or [ast.Pass()]
         for field, value in ast.iter_fields(node):
             if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
@@ -186,7 +213,11 @@ def _canonical(statements: list, package: tuple, names: dict) -> list:
     run of consecutive package imports sorted."""
     out, run = [], []
     for node in statements + [None]:
-        hit = _resolve(node, package, names) if isinstance(node, (ast.Import, ast.ImportFrom)) else None
+        hit = (
+            _resolve(node, package, names)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+            else None
+        )
         if hit:
             run += _canonical_import(node, hit, names)
             continue
@@ -200,7 +231,15 @@ def _canonical(statements: list, package: tuple, names: dict) -> list:
 def _canonical_import(node, hit, names: dict) -> list:
     target, modules = hit
     if isinstance(node, ast.Import):
-        return [ast.Import(names=[ast.alias(names[m], a.asname)]) for m, a in zip(modules, node.names)]
+        return [
+            ast.Import(names=[ast.alias(names[m], a.asname)]) for m, a in zip(modules, node.names)
+        ]
     as_module = {m[-1] for m in modules}
-    return [ast.ImportFrom(module=None if a.name in as_module else names[target], names=[ast.alias(a.name, a.asname)],
-                           level=1) for a in node.names]
+    return [
+        ast.ImportFrom(
+            module=None if a.name in as_module else names[target],
+            names=[ast.alias(a.name, a.asname)],
+            level=1,
+        )
+        for a in node.names
+    ]

@@ -17,8 +17,8 @@ cores). Usage, from the repository root::
     python scripts/mutation_check.py --mutations sigma_x2 p_off_by_2
     python scripts/mutation_check.py --list
 
-Chapters 09 and 10 train networks. The restoration networks (``lemmse_lite.networks.zoo``) are keyed by the
-source of the training code only, which no mutation touches, so ``--seed-cache DIR`` copies
+Chapters 09 and 10 train networks. The restoration networks (``lemmse_lite.networks.zoo``) are keyed
+by the source of the training code only, which no mutation touches, so ``--seed-cache DIR`` copies
 ``DIR/networks`` of a clean run into every fresh cache to skip their training. Nothing else is
 copied: cached estimates and results, and chapter 10's diffusion network (whose key covers
 ``diffusion.py`` and so ``estimators.py``), are recomputed under each mutation.

@@ -1,9 +1,9 @@
 """Train the networks chapters 06-09 rest on and ship them in ``lemmse_lite/networks/weights/``.
 
 Each file holds the network's settings, its EMA weights, its training history (and snapshots) under
-the key of :func:`lemmse_lite.networks.zoo.network_key` -- the settings and the source of every module the
-training can run. ``lemmse_lite.networks.zoo.trained_network`` loads a shipped file only while that key
-matches today's code; ``tests/test_shipped.py`` fails on a stale one and names this command.
+the key of :func:`lemmse_lite.networks.zoo.network_key` -- the settings and the source of every
+module the training can run. ``lemmse_lite.networks.zoo.trained_network`` loads a shipped file only
+while that key matches today's code; ``tests/test_shipped.py`` fails on a stale one and names this command.
 
     python scripts/ship_networks.py                      # every network of the quick profile
     python scripts/ship_networks.py --only resnet-denoising sweep-P3

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lemmse_lite import cli, data, estimators, operators, problems
-from lemmse_lite.estimators import metrics
 from lemmse_lite.cli import main
+from lemmse_lite.estimators import metrics
 from lemmse_lite.networks.training import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")

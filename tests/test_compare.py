@@ -7,8 +7,13 @@ import math
 import pytest
 import torch
 
-from lemmse_lite.experiments.compare import compare, format_table, save_comparison_figure, save_results
 from lemmse_lite.estimators import le_mmse, mmse
+from lemmse_lite.experiments.compare import (
+    compare,
+    format_table,
+    save_comparison_figure,
+    save_results,
+)
 from lemmse_lite.networks.models import LocalResNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,9 +11,9 @@ import textwrap
 import nbformat
 import pytest
 
-from lemmse_lite.course import pages as book
 from lemmse_lite.cli import main
 from lemmse_lite.course import find_course_dir, myst_to_markdown, render_course
+from lemmse_lite.course import pages as book
 
 CHAPTER = "00_inverse_problems"
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lemmse_lite.experiments import diffusion as D
 from lemmse_lite.estimators import patches
+from lemmse_lite.experiments import diffusion as D
 from lemmse_lite.networks import models, training
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lemmse_lite import operators, problems
-from lemmse_lite.estimators.engine import EngineConfig
 from lemmse_lite.estimators import equivariant_mmse, le_mmse
+from lemmse_lite.estimators.engine import EngineConfig
 
 
 def _problem(seed=0):

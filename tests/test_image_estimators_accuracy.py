@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from lemmse_lite.data import load
-from lemmse_lite.estimators.engine import augment_keys, augment_queries
 from lemmse_lite.estimators import equivariant_mmse, mmse, rounding_slack
+from lemmse_lite.estimators.engine import augment_keys, augment_queries
 from lemmse_lite.operators import Inpainting, center_box_mask, eps_mask, measure
 
 SIGMAS = (0.01, 0.05, 0.2)

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from lemmse_lite.estimators.engine import CPU_ENGINE, EngineConfig, SoftmaxState, default_engine, stream_scores
 from lemmse_lite.estimators import equivariant_mmse, le_mmse, mmse
+from lemmse_lite.estimators.engine import (
+    CPU_ENGINE,
+    EngineConfig,
+    SoftmaxState,
+    default_engine,
+    stream_scores,
+)
 from lemmse_lite.estimators.metrics import nearest_training, psnr
 from lemmse_lite.operators import (
     Blur,

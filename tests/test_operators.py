@@ -10,8 +10,8 @@ import torch
 
 from lemmse_lite.operators import (
     Blur,
-    DenseOperator,
     Denoising,
+    DenseOperator,
     Diagonal,
     Inpainting,
     center_box_mask,

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from lemmse_lite import profiles
-from lemmse_lite.experiments import reproduce
 from lemmse_lite.cli import main
+from lemmse_lite.experiments import reproduce
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,8 +15,8 @@ import torch
 from test_estimators_oracle import build_operators, make_data, tolerance
 
 from lemmse_lite.estimators import le_mmse
-from lemmse_lite.operators import DenseOperator
 from lemmse_lite.estimators.patches import crop_supports
+from lemmse_lite.operators import DenseOperator
 
 P = 5
 

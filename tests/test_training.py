@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from lemmse_lite.networks.models import LocalResNet, LocalUNet
-from lemmse_lite.operators import measure
 from lemmse_lite.networks.training import (
     CheckpointError,
     TrainConfig,
@@ -19,7 +18,7 @@ from lemmse_lite.networks.training import (
     train,
     train_step,
 )
-
+from lemmse_lite.operators import measure
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is much faster
 

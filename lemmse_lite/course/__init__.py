@@ -5,10 +5,10 @@ order in a fresh Python kernel (nbclient) under the chosen profile, and written 
 
 - ``NN_name.ipynb``: the executed notebook with its outputs (figures, tables, printed results);
 - ``NN_name.html``: one self-contained page (figures embedded) that reads as the book: the book's
-  offline content build (mystmd, :mod:`lemmse_lite.course.pages`) numbers equations, figures, exercises
-  and theorems, resolves references and citations (a bibliography per page) and links glossary
-  terms to ``glossary.html``; MathJax renders the mathematics from a local copy in ``_mathjax/``
-  (the one the ``jupyter-server-mathjax`` package ships), so the pages open offline;
+  offline content build (mystmd, :mod:`lemmse_lite.course.pages`) numbers equations, figures,
+  exercises and theorems, resolves references and citations (a bibliography per page) and links
+  glossary terms to ``glossary.html``; MathJax renders the mathematics from a local copy in
+  ``_mathjax/`` (the one the ``jupyter-server-mathjax`` package ships), so the pages open offline;
 - ``index.html``: the chapters in order, with their status and run time, linking the pages.
 
 Without mystmd (``jupyter-book`` not installed, or no Node.js) the pages fall back to nbconvert's
@@ -39,10 +39,10 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbconvert import HTMLExporter
 from tqdm.auto import tqdm
 
-from . import pages as book
-from . import pdf as printer
 from ..errors import UsageError
 from ..profiles import get_profile
+from . import pages as book
+from . import pdf as printer
 
 __all__ = ["ChapterRun", "find_course_dir", "render_course", "run_course", "select_chapters", "write_index"]
 

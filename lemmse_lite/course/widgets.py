@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from .. import estimators, operators, plotting
-from ..estimators import metrics
 from ..checks import check_odd, check_sigma
+from ..estimators import metrics
 
 __all__ = ["SigmaPatchExplorer", "interact_sigma_patch"]
 

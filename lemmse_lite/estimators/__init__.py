@@ -19,8 +19,8 @@ or an iterable of such tensors, streamed chunk by chunk to ``y``'s device (the o
 the score dot products of a dense whitening (equivariant or general ``B``) in float64.
 MMSE and E-MMSE screen every pair with float32 scores (whole-image distances cancel badly in
 float32), then compute in float64 the log-weights of the keys that a rigorous bound of the float32
-rounding (:func:`rounding_slack`) cannot rule out; they return ``y``'s dtype. ``engine``: an :class:`~lemmse_lite.estimators.engine.EngineConfig`
-(default: :func:`~lemmse_lite.estimators.engine.default_engine` of ``y``'s device).
+rounding (:func:`rounding_slack`) cannot rule out; they return ``y``'s dtype. ``engine``: an
+:class:`~lemmse_lite.estimators.engine.EngineConfig` (default: :func:`~lemmse_lite.estimators.engine.default_engine` of ``y``'s device).
 
 Where each part lives (this module is the public entry; chapters and users import from here):
 

@@ -112,8 +112,8 @@ class Diagnostics:
 
 def build_diagnostics(state: SoftmaxState, n_train: int, n_locations: torch.Tensor, kept_rank: torch.Tensor,
                       shape, scores: ScoreSource | None) -> Diagnostics:
-    """:class:`Diagnostics` from a finished :class:`~lemmse_lite.estimators.engine.SoftmaxState` with top-k
-    tracking (Q = B·H·W queries).
+    """:class:`Diagnostics` from a finished :class:`~lemmse_lite.estimators.engine.SoftmaxState`
+    with top-k tracking (Q = B·H·W queries).
 
     ``n_locations`` (Q,): locations per query's class; ``kept_rank`` (Q,); ``shape`` = (B, H, W);
     ``scores``: the estimate's :class:`~lemmse_lite.estimators.streaming.ScoreStream`, streamed again by

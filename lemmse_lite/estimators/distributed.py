@@ -9,8 +9,8 @@ denominator ``d_r = Σ_k exp(s_k − m_r)`` and the numerator ``Σ_k exp(s_k −
 log-normaliser ``ℓ_r = m_r + log d_r`` is read from its log-density (`course/08_generalisation.md`,
 `eq-log-density`: ``ℓ_r = log_density_r + log(N_r L)``, L the locations per query, equal on all
 ranks), every rank's ``(x̂_r, ℓ_r)`` is gathered (all_gather) and folded into one float64
-:class:`~lemmse_lite.estimators.engine.SoftmaxState` by its ``merge``, the online-softmax merge of the
-engine itself::
+:class:`~lemmse_lite.estimators.engine.SoftmaxState` by its ``merge``, the online-softmax merge of
+the engine itself::
 
     m = max_r ℓ_r,   d = Σ_r exp(ℓ_r − m),   num = Σ_r exp(ℓ_r − m) x̂_r,
     x̂ = num / d,    log_density = m + log d − log(N L),
@@ -44,11 +44,11 @@ import torch
 import torch.distributed as dist
 
 from .. import data, estimators, operators, store
-from . import metrics
 from ..checks import check_odd, check_positive_int, check_sigma
-from .engine import SoftmaxState
 from ..problems import PROBLEMS, problem_operators
 from ..profiles import get_profile
+from . import metrics
+from .engine import SoftmaxState
 
 __all__ = ["ShardedDiagnostics", "le_mmse", "main", "shard_range", "shard_stream"]
 

@@ -16,9 +16,9 @@ import warnings
 import torch
 
 from ..checks import all_finite
+from ..operators import Denoising, Diagonal, FourierMultiplier
 from .engine import EngineConfig, ScoreBlock, SoftmaxState, check_engine
 from .estimator_inputs import RANGE_TOL, check_inputs, dense_operator, is_structured
-from ..operators import Denoising, Diagonal, FourierMultiplier
 from .streaming import (
     DEFAULT_MAX_MEMORY,
     ScoreStream,

@@ -2,10 +2,10 @@
 `eq-le-general`) and its sub-lattice form (`course/07_networks_vs_theory.md`, `eq-sublattice`).
 
 Keys are patches of training measurements, values their centre pixels. :func:`le_mmse` checks its
-inputs (:mod:`lemmse_lite.estimators.estimator_inputs`), plans every query (:mod:`lemmse_lite.estimators.local_queries`:
-pixel classes, patch groups, per-group plans), then streams the training set once through the
-engine: :class:`PatchBlocks` makes the keys of each chunk, :class:`~lemmse_lite.estimators.engine.SoftmaxState`
-merges them.
+inputs (:mod:`lemmse_lite.estimators.estimator_inputs`), plans every query
+(:mod:`lemmse_lite.estimators.local_queries`: pixel classes, patch groups, per-group plans), then
+streams the training set once through the engine: :class:`PatchBlocks` makes the keys of each chunk,
+:class:`~lemmse_lite.estimators.engine.SoftmaxState` merges them.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 
 from ..checks import check_positive_int
+from ..operators import Operator
 from .diagnostics import build_diagnostics
 from .engine import EngineConfig, ScoreBlock, SoftmaxState, augment_keys, check_engine
 from .estimator_inputs import check_flag, check_inputs
 from .local_queries import plan_local_queries
-from ..operators import Operator
 from .patches import centre_pixels, check_patch_size, extract_patches
 from .streaming import (
     DEFAULT_MAX_MEMORY,
@@ -36,10 +36,10 @@ __all__ = ["PatchBlocks", "le_mmse"]
 
 @dataclass(frozen=True)
 class PatchBlocks:
-    """The LE-MMSE's block source (:class:`~lemmse_lite.estimators.streaming.BlockSource`): for one chunk of
-    training images ``x_i`` (Nc, C, H, W) from image ``start``, one :class:`ScoreBlock` per plan,
-    keys ``whiten(Π_m B A x_i) − centre`` (Nc·L, r + 2 augmented) of the plan's group, values the
-    centre pixels ``x_i[m]`` (Nc·L, C), key ids ``i·H·W + m`` (`eq-le-general`). ``precise``: apply
+    """The LE-MMSE's block source (:class:`~lemmse_lite.estimators.streaming.BlockSource`): for one
+    chunk of training images ``x_i`` (Nc, C, H, W) from image ``start``, one :class:`ScoreBlock` per
+    plan, keys ``whiten(Π_m B A x_i) − centre`` (Nc·L, r + 2 augmented) of the plan's group, values
+    the centre pixels ``x_i[m]`` (Nc·L, C), key ids ``i·H·W + m`` (`eq-le-general`). ``precise``: apply
     ``B`` in float64 (a dense whitening)."""
 
     plans: list

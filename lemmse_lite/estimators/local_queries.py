@@ -1,6 +1,6 @@
 """The query side of the LE-MMSE (`course/05_closed_form.md`, `eq-le-general`, `eq-whitened`;
-`course/07_networks_vs_theory.md`, `eq-sublattice`), everything :func:`~lemmse_lite.estimators.local_estimators.le_mmse`
-prepares before it streams the training set:
+`course/07_networks_vs_theory.md`, `eq-sublattice`), everything
+:func:`~lemmse_lite.estimators.local_estimators.le_mmse` prepares before it streams the training set:
 
 * the classes of output pixels of the sub-lattice form (:func:`pixel_classes`);
 * the **patch groups**: the locations that share one patch likelihood under the pre-inverse ``B``,
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 
 from ..checks import check_positive_int
+from ..operators import RANK_TOL, Denoising, DenseOperator, Diagonal, FourierMultiplier
 from .diagnostics import log_density_constant
 from .engine import augment_queries
 from .estimator_inputs import RANGE_TOL, dense_operator
-from ..operators import RANK_TOL, Denoising, DenseOperator, Diagonal, FourierMultiplier
 from .patches import _check_class_key, extract_patches, support_features
 
 __all__ = ["DenseGroup", "DiagonalGroup", "IdentityGroup", "LocalQueries", "PatchGroup", "QueryPlan",
@@ -307,9 +307,9 @@ def _check_supports(supports, classes, stride: int, patch_size: int):
 
 @dataclass
 class LocalQueries:
-    """Every query of one :func:`~lemmse_lite.estimators.local_estimators.le_mmse` call, planned: ``plans``
-    (one :class:`QueryPlan` per (class, group) with queries), ``kept_rank`` (B·H·W,) the rank of
-    each query's kept stratum, ``n_locations`` (B·H·W,) the locations L its class averages over, and
+    """Every query of one :func:`~lemmse_lite.estimators.local_estimators.le_mmse` call, planned:
+    ``plans`` (one :class:`QueryPlan` per (class, group) with queries), ``kept_rank`` (B·H·W,) the
+    rank of each query's kept stratum, ``n_locations`` (B·H·W,) the locations L its class averages over, and
     ``precise``: a dense whitening, so the keys' ``B`` is applied in float64 too."""
 
     plans: list

@@ -18,8 +18,8 @@ from typing import NamedTuple
 import torch
 
 from ..checks import check_positive_int
-from .diagnostics import effective_patches_pass
 from ..operators import check_images
+from .diagnostics import effective_patches_pass
 from .streaming import training_chunks
 
 __all__ = ["Nearest", "bootstrap_interval", "effective_patches_pass", "error_correlation", "nearest_training", "psnr"]

@@ -1,8 +1,8 @@
 """Streaming of training sets, chunk by chunk, and the input checks the estimators share.
 
-The lowest package layer above :mod:`lemmse_lite.checks` and :mod:`lemmse_lite.estimators.engine`: the
-estimators, the diagnostics and :func:`lemmse_lite.estimators.metrics.nearest_training` all read the training
-set through :func:`training_chunks`, so memory never grows with the number of images N
+The lowest package layer above :mod:`lemmse_lite.checks` and :mod:`lemmse_lite.estimators.engine`:
+the estimators, the diagnostics and :func:`lemmse_lite.estimators.metrics.nearest_training` all read
+the training set through :func:`training_chunks`, so memory never grows with the number of images N
 (`course/05_closed_form.md`, the streaming softmax of `eq-attention`).
 
 A training set is a tensor (N, C, H, W) or any iterable of such tensors (e.g. a list of chunks or a
@@ -108,8 +108,8 @@ class ScoreStream:
     """Every score block of one estimate, replayable: the training set ``train`` (tensor or
     iterable of (N, C, H, W) chunks, images of shape ``shape`` (C, H, W)) read ``chunk_size``
     images at a time onto ``device``/``dtype``, each chunk turned into blocks by ``blocks`` and
-    scored by :func:`lemmse_lite.estimators.engine.stream_scores` with ``engine``. The estimate's pass and
-    the diagnostics' N_eff passes (`eq-n-eff`) run the same object, so every score is
+    scored by :func:`lemmse_lite.estimators.engine.stream_scores` with ``engine``. The estimate's
+    pass and the diagnostics' N_eff passes (`eq-n-eff`) run the same object, so every score is
     bit-identical across passes. ``check_finite``: as in :func:`training_chunks`."""
 
     train: object

@@ -14,8 +14,8 @@
 
 Cache: ``$LEMMSE_CACHE`` if set, else ``.lemmse_cache/`` in the repository root (git-ignored), or
 in the working directory for an installed package. Every file is written atomically (temporary
-file + ``os.replace``: :func:`lemmse_lite.files.atomic_write`, :func:`lemmse_lite.networks.training.save_checkpoint`), and a file that cannot be
-read, or whose stored key differs, is ignored and recomputed: an interrupted write is never read.
+file + ``os.replace``: :func:`lemmse_lite.files.atomic_write`,
+:func:`lemmse_lite.networks.training.save_checkpoint`), and a file that cannot be read, or whose stored key differs, is ignored and recomputed: an interrupted write is never read.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ import torch
 
 from .. import estimators, operators, profiles
 from ..estimators import metrics, patches
-from ..networks import models
-from .compare import compare
-from .controls import DISJOINT, SECOND_SEED, agreement_row
 from ..files import atomic_write
+from ..networks import models
+from ..networks.zoo import network_settings, snapshot_networks, trained_network
 from ..problems import (
     PROBLEM_OPTIONS,
     load_images,
@@ -41,7 +40,8 @@ from ..problems import (
 )
 from ..store import CACHE_ENV, cache_dir, cache_key, cached, tensor_digest
 from ..tables import format_table
-from ..networks.zoo import network_settings, snapshot_networks, trained_network
+from .compare import compare
+from .controls import DISJOINT, SECOND_SEED, agreement_row
 
 __all__ = [
     "CACHE_ENV", "PAPER", "agreement", "agreement_vs_log_density", "cache_dir", "cache_key", "cached",
@@ -110,8 +110,8 @@ def _estimate(spec, y, train, sigma, A, B, profile):
 
 
 def reference_estimator(spec, train, problem, pre_inverse, profile, cache=None):
-    """A cached estimator ``f(y, sigma) -> x_hat`` for :func:`lemmse_lite.experiments.compare.compare`: the
-    key is the spec, the problem, ``digest(y)``, ``digest(train)``, sigma and the estimators'
+    """A cached estimator ``f(y, sigma) -> x_hat`` for
+    :func:`lemmse_lite.experiments.compare.compare`: the key is the spec, the problem, ``digest(y)``, ``digest(train)``, sigma and the estimators'
     source, so a repeated measurement is read from the cache instead of recomputed."""
     A, B = problem_operators(problem, pre_inverse, profile)
     train_digest = tensor_digest(train)
@@ -302,9 +302,9 @@ def risk_per_sigma(net, problem, profile, sigmas, n=None, split="train", pre_inv
 
 def agreement_curve(net, problem, profile, sigmas=(0.05, 0.2), n=None, extra=None, sizes=None, cache=None):
     """Agreement and margin against training steps (``course/07_networks_vs_theory.md``): the EMA
-    weights of ``net`` at each of its snapshot steps (:func:`lemmse_lite.networks.zoo.snapshot_networks`) and
-    any ``extra`` {label: finished network}, on ``n`` test measurements at ``sigmas``, with the
-    controls. Returns the agreement rows, each with ``step`` (the snapshot's step, or the finished
+    weights of ``net`` at each of its snapshot steps
+    (:func:`lemmse_lite.networks.zoo.snapshot_networks`) and any ``extra`` {label: finished
+    network}, on ``n`` test measurements at ``sigmas``, with the controls. Returns the agreement rows, each with ``step`` (the snapshot's step, or the finished
     network's step count) and ``curve`` ("snapshot" or "finished")."""
     nets = {f"step {k}": v for k, v in snapshot_networks(net, profile).items()}
     nets.update(extra or {})

@@ -23,8 +23,8 @@ import torch
 
 from ..checks import check_sigma
 from ..estimators import le_mmse
-from ..files import atomic_write
 from ..estimators.metrics import psnr
+from ..files import atomic_write
 from ..operators import measure, measurement_seed
 from ..plotting import image_grid, save_figure
 from ..tables import format_table as _format_table

@@ -35,11 +35,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import estimators, store
-from ..networks import models, training
 from ..checks import check_odd, check_positive_int, check_sigma
-from ..operators import check_images
 from ..estimators.patches import check_patch_size, extract_patches
 from ..estimators.streaming import training_chunks
+from ..networks import models, training
+from ..operators import check_images
 
 __all__ = [
     "METHODS",

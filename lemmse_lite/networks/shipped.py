@@ -1,9 +1,9 @@
 """The list of networks the package ships in ``lemmse_lite/networks/weights/`` (chapters 06-09 rest on them).
 
-Kept apart from :mod:`lemmse_lite.networks.zoo` on purpose: a shipped network's key covers the code its
-training can run (:func:`lemmse_lite.networks.zoo.network_key`), and this list is not part of it, so adding
-or removing a network here retrains no other one. ``python scripts/ship_networks.py`` trains the
-list; ``tests/test_shipped.py`` checks every one is shipped under today's key.
+Kept apart from :mod:`lemmse_lite.networks.zoo` on purpose: a shipped network's key covers the code
+its training can run (:func:`lemmse_lite.networks.zoo.network_key`), and this list is not part of
+it, so adding or removing a network here retrains no other one. ``python scripts/ship_networks.py``
+trains the list; ``tests/test_shipped.py`` checks every one is shipped under today's key.
 """
 
 from __future__ import annotations

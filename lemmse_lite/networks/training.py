@@ -51,8 +51,8 @@ from tqdm.auto import tqdm
 from .. import store
 from ..checks import check_positive_int, check_sigma_range
 from ..files import atomic_write
-from .models import make_model
 from ..operators import measure
+from .models import make_model
 
 __all__ = [
     "CheckpointError",

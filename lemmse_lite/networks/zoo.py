@@ -3,12 +3,12 @@ package ships (``course/06_training.md``, ``eq-training-loss``).
 
 :func:`trained_network` returns the network of a set of :func:`network_settings`. It looks, in
 order, in the cache folder (:func:`lemmse_lite.store.cache_dir`), among the **shipped weights**
-(``lemmse_lite/networks/weights/``, trained by ``python scripts/ship_networks.py`` with this very code), and
-otherwise trains it (resuming an interrupted run from its checkpoint) and caches it. Every file
-carries its key: :func:`lemmse_lite.store.cache_key` of the settings and of the source of every
-module the training can run (:func:`lemmse_lite.store.source_closure` of this module), so a changed
-setting or a changed line of training code never serves an old network: it is retrained (and the
-test suite fails on a shipped file whose key no longer matches, naming the command that retrains
+(``lemmse_lite/networks/weights/``, trained by ``python scripts/ship_networks.py`` with this very
+code), and otherwise trains it (resuming an interrupted run from its checkpoint) and caches it.
+Every file carries its key: :func:`lemmse_lite.store.cache_key` of the settings and of the source of
+every module the training can run (:func:`lemmse_lite.store.source_closure` of this module), so a
+changed setting or a changed line of training code never serves an old network: it is retrained (and
+the test suite fails on a shipped file whose key no longer matches, naming the command that retrains
 it). ``retrain=True`` ignores the shipped weights.
 
 Snapshots: ``snapshots=(s1, s2, ...)`` keeps the EMA weights at those steps of the run (the
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from . import models, training
 from .. import profiles, store
 from ..problems import load_images, problem_operators, problem_settings
+from . import models, training
 
 __all__ = ["ROOTS", "WEIGHTS_DIR", "network_key", "network_name", "network_settings",
            "shipped_files", "snapshot_networks", "train_settings", "trained_network"]
