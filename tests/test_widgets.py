@@ -11,7 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lemmse_lite import estimators, metrics, widgets  # noqa: E402
+from lemmse_lite import estimators  # noqa: E402
+from lemmse_lite.course import widgets  # noqa: E402
+from lemmse_lite.estimators import metrics  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
