@@ -48,7 +48,8 @@ CITE_KEYS = re.findall(r"^@\w+\{([^,\s]+),", (ROOT / "book" / "references.bib").
 
 #: Counts, in the rendered prose of ``root`` (code, mathematics and editors left out), of MyST
 #: that a learner should never see: roles or directives as text, ``(label)=`` lines, bare labels,
-#: links without text, citation keys, and mathematics that failed to render.
+#: links without text, citation keys, mathematics that failed to render, and the boxes a renderer
+#: puts in place of a directive or role it does not know ("proof:theorem - Unknown Directive").
 SCAN_MARKUP = r"""([root, keys]) => {
   const prose = root.cloneNode(true);
   prose.querySelectorAll('pre, code, script, style, .jp-InputArea-editor, .jp-OutputArea, .outputs,'
@@ -64,7 +65,8 @@ SCAN_MARKUP = r"""([root, keys]) => {
   return {roles: count(/\{[a-z][\w:-]*\}`?/g) + count(/^\s*(:::+|```)\s*\{?[\w:-]*\}?/gm),
           labels: count(/^\s*\([\w:-]+\)=\s*$/gm),
           bare: count(/(\(|#|\b)(eq|ch|fig|ex|thm|prop|sec)-[\w-]+\)?/g),
-          empty_links: empty.length, cite_keys: count(keyRe), math_errors: errors};
+          empty_links: empty.length, cite_keys: count(keyRe), math_errors: errors,
+          unknown: count(/Unknown (Directive|Role)/g)};
 }"""
 
 
@@ -183,6 +185,22 @@ def _run_cell(page, cell, tries=3):
     raise AssertionError(f"the cell did not start after {tries} Shift+Enter presses")
 
 
+def test_the_markup_scan_counts_what_it_names(browser):
+    """The scan on a known page: an unknown directive's box, a role as text, an empty link."""
+    page = browser.new_page()
+    try:
+        page.set_content('<div id="r"><p>A {term}`patch` here.</p><p>See <a href="#x"></a>.</p>'
+                         '<div><code>proof:theorem</code> - Unknown Directive</div><p>Fine prose.</p></div>')
+        counts = page.evaluate(SCAN_MARKUP, [page.query_selector("#r"), CITE_KEYS])
+        assert counts["unknown"] == 1 and counts["empty_links"] == 1 and counts["roles"] == 1
+        assert counts["math_errors"] == 0
+        page.set_content('<div id="r"><p>A theorem, rendered.</p></div>')
+        clean = page.evaluate(SCAN_MARKUP, [page.query_selector("#r"), CITE_KEYS])
+        assert not any(clean[key] for key in RAW)
+    finally:
+        page.close()
+
+
 def test_chapter_opens_as_notebook_and_runs(browser, lab):
     base, token = lab
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -256,7 +274,7 @@ def test_course_page_renders_math(browser, tmp_path):
 
 CHAPTERS = sorted(p.name for p in (ROOT / "course").glob("[0-9][0-9]_*.md"))
 #: What no page may show; JupyterLab may still show citation keys (see the module's docstring).
-RAW = ("roles", "labels", "bare", "empty_links", "math_errors")
+RAW = ("roles", "labels", "bare", "empty_links", "math_errors", "unknown")
 MATHJAX_DONE = ("() => window.MathJax && MathJax.isReady && MathJax.Hub.queue.pending === 0 "
                 "&& MathJax.Hub.queue.running === 0")
 
